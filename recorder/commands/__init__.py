@@ -1,0 +1,1 @@
+"""One module per `recorder` subcommand (see `recorder.cli.COMMANDS`)."""
