@@ -34,13 +34,23 @@ class RecorderError(Exception):
     retryable = False
     exit_code = ExitCode.FAILED
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, local_path: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Where a local copy of the recording survives (the spool), so the failure webhook and
+        # the log can name it and `recorder upload` can finish the delivery later.
+        self.local_path = local_path
 
     def as_reason(self) -> dict[str, object]:
         """The `reason` object of a recording-failed webhook."""
-        return {"code": self.code, "message": self.message, "fault": str(self.fault)}
+        reason: dict[str, object] = {
+            "code": self.code,
+            "message": self.message,
+            "fault": str(self.fault),
+        }
+        if self.local_path is not None:
+            reason["localPath"] = self.local_path
+        return reason
 
 
 class InvalidJobError(RecorderError, ValueError):
