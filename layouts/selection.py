@@ -113,8 +113,8 @@ def select(
 
     main_since: float | None = None
     if main is not None:
-        kept = previous is not None and previous.main == main and previous.main_since is not None
-        main_since = previous.main_since if kept and previous is not None else now
+        unchanged = previous is not None and previous.main == main
+        main_since = previous.main_since if unchanged and previous is not None else now
 
     return Selection(
         visible=visible,
@@ -155,13 +155,8 @@ def _track_speaking(
     previous: Selection | None, feeds: Sequence[ParticipantView], now: float
 ) -> dict[str, float]:
     """Start time of each present feed's current stretch of continuous speaking."""
-    since: dict[str, float] = {}
-    for feed in feeds:
-        if not feed.speaking:
-            continue
-        started = previous.speaking_started(feed.id) if previous is not None else None
-        since[feed.id] = started if started is not None else now
-    return since
+    before = dict(previous.speaking_since) if previous is not None else {}
+    return {feed.id: before.get(feed.id, now) for feed in feeds if feed.speaking}
 
 
 def _floor_holders(
