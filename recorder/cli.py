@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "schema": "recorder.commands.schema",
     "validate": "recorder.commands.validate",
     "bench": "recorder.commands.bench",
+    "room": "recorder.commands.room",
 }
 
 
