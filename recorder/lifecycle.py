@@ -83,6 +83,15 @@ _NEXT: dict[Status | None, frozenset[Status]] = {
 }
 
 
+def may_follow(previous: Status | None, status: Status) -> bool:
+    """Whether `status` may be sent right after `previous` (None: nothing sent yet).
+
+    For relays that pass on statuses they did not produce and must keep their order (the
+    embedded room tells its participants what each worker announces).
+    """
+    return status in _NEXT[previous]
+
+
 class IllegalTransitionError(RecorderError, RuntimeError):
     """A transition the state machine does not allow: a bug in the caller, never the user's."""
 
