@@ -30,3 +30,16 @@ __all__ = [
     "Tile",
     "TileRole",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`layouts.plan_frame` and `layouts.Scene`, imported on first use.
+
+    Lazy so that `import layouts.model` (the job validator, `recorder validate`) does not pay for
+    numpy and Pillow.
+    """
+    if name in ("plan_frame", "Scene"):
+        from layouts import scene
+
+        return getattr(scene, name)
+    raise AttributeError(f"module 'layouts' has no attribute {name!r}")
