@@ -3,6 +3,8 @@
 numpy and Pillow only: no networking, no codecs. Same inputs, same pixels.
 """
 
+import importlib
+
 from layouts.model import (
     Fit,
     LayoutSpec,
@@ -39,7 +41,5 @@ def __getattr__(name: str) -> object:
     numpy and Pillow.
     """
     if name in ("plan_frame", "Scene"):
-        from layouts import scene
-
-        return getattr(scene, name)
+        return getattr(importlib.import_module("layouts.scene"), name)
     raise AttributeError(f"module 'layouts' has no attribute {name!r}")
