@@ -174,7 +174,7 @@ def name_label(
     painter.paint(
         text_mask(text, font_px, (width, height), (padding, height / 2), "lm"), colors.label_text
     )
-    return painter.sprite(("label", text, height, width, theme))
+    return painter.sprite(("label", text, height, width, font_px, padding, theme))
 
 
 @lru_cache(maxsize=SPRITE_CACHE_SIZE)
@@ -295,7 +295,7 @@ def hidden_badge(count: int, height_px: int, theme: Theme) -> Sprite:
         text_mask(text, font_px, (width, height), (width / 2, height / 2), "mm"),
         colors.label_text,
     )
-    return painter.sprite(("badge", text, height, theme))
+    return painter.sprite(("badge", text, height, width, font_px, theme))
 
 
 @lru_cache(maxsize=SPRITE_CACHE_SIZE)
