@@ -15,6 +15,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from fractions import Fraction
 from typing import Protocol
 
@@ -22,7 +23,15 @@ import av
 import numpy as np
 
 from layouts.model import Size
-from recorder.testing.audio import Signal
+from recorder.testing.audio import (
+    Signal,
+    Silence,
+    SpeechBursts,
+    Tone,
+    participant_tone_hz,
+    participant_voice_hz,
+)
+from recorder.testing.video import SyntheticVideo
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)  # the RTP video clock: what live decoders stamp
 AUDIO_FRAME_S = 0.02  # 20 ms per audio frame, like Opus in WebRTC
@@ -274,3 +283,44 @@ def interleaved(
     audio = ((frame_time_s(f), 1, f) for f in source.audio_frames(start_s, end_s))
     for time_s, _, frame in heapq.merge(video, audio, key=lambda item: (item[0], item[1])):
         yield time_s, frame
+
+
+class Sound(StrEnum):
+    """What a synthetic participant's microphone sends."""
+
+    TONE = "tone"  # a steady sine at the participant's own frequency
+    SPEECH = "speech"  # seeded bursts and pauses at the participant's own pitch
+    SILENCE = "silence"  # a live but silent microphone
+
+
+def participant_signal(index: int, sound: Sound = Sound.TONE, seed: int | None = None) -> Signal:
+    """Participant `index`'s microphone signal; speech bursts are seeded by `seed` or the index."""
+    if sound is Sound.TONE:
+        return Tone(participant_tone_hz(index))
+    if sound is Sound.SPEECH:
+        return SpeechBursts(
+            seed=index if seed is None else seed, pitch_hz=participant_voice_hz(index)
+        )
+    return Silence()
+
+
+def synthetic_participant(
+    index: int,
+    name: str,
+    video_format: VideoFormat | None = None,
+    audio_format: AudioFormat | None = None,
+    *,
+    sound: Sound = Sound.TONE,
+    seed: int | None = None,
+) -> SyntheticParticipant:
+    """Participant `index` (0-based) as the room sees them: camera from `SyntheticVideo` (palette
+    colour, number, name, moving square, clock) and a microphone of `sound`.
+
+    Pass `VideoFormat`/`AudioFormat` to pick sizes, rates and sample formats; either may be left
+    out for a participant without that track.
+    """
+    picture = None
+    if video_format is not None:
+        picture = SyntheticVideo(index, name, video_format.size, video_format.pix_fmt).frame_at
+    signal = participant_signal(index, sound, seed) if audio_format is not None else None
+    return SyntheticParticipant(name, picture, video_format, signal, audio_format)
