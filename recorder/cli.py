@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "validate": "recorder.commands.validate",
     "bench": "recorder.commands.bench",
     "room": "recorder.commands.room",
+    "inspect": "recorder.commands.inspect",
 }
 
 
