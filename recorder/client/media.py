@@ -14,11 +14,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from recorder.rooms.base import Clock
+from recorder.rooms.base import MonotonicNow, TrackKind
+
+if TYPE_CHECKING:
+    from recorder.testing.sources import ParticipantSource
 
 RESYNC_AFTER_S = 0.25  # later than this behind schedule: re-anchor rather than burst
 
@@ -34,7 +38,7 @@ class PacedTrack(MediaStreamTrack):
         kind: str,
         frames: Iterator[Frame],
         *,
-        clock: Clock = time.monotonic,
+        clock: MonotonicNow = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         super().__init__()
@@ -70,3 +74,57 @@ class PacedTrack(MediaStreamTrack):
             await self._sleep(due_s - now)
         frame.pts += round(self._shift_s / time_base)
         return frame
+
+
+def paced_tracks(source: ParticipantSource) -> dict[TrackKind, PacedTrack]:
+    """A test participant's (`recorder.testing`) audio and camera as live tracks, with no end."""
+    tracks: dict[TrackKind, PacedTrack] = {}
+    if source.audio_format is not None:
+        tracks[TrackKind.AUDIO] = PacedTrack("audio", source.audio_frames())
+    if source.video_format is not None:
+        tracks[TrackKind.CAMERA] = PacedTrack("video", source.video_frames())
+    return tracks
+
+
+class SwitchableTrack(MediaStreamTrack):
+    """What one sender sends: a source that can be switched at any moment, or nothing.
+
+    A sender's track is this, set once; publishing, muting or stopping a share switches its
+    source. A sender blocked in `recv()` on a source that was switched away (`replaceTrack` alone
+    leaves it waiting on the old track forever when that track is a relay proxy that was stopped)
+    is released at once, and with no source `recv()` simply waits, so nothing is sent.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source: MediaStreamTrack | None = None
+        self._switched = asyncio.Event()
+
+    def switch(self, source: MediaStreamTrack | None) -> None:
+        """Send `source` from now on (None: nothing)."""
+        self._source = source
+        self._switched.set()
+
+    async def recv(self) -> Frame:
+        while self.readyState == "live":
+            source = self._source
+            self._switched.clear()
+            if source is None:
+                await self._switched.wait()
+                continue
+            reading = asyncio.ensure_future(source.recv())
+            switching = asyncio.ensure_future(self._switched.wait())
+            try:
+                await asyncio.wait({reading, switching}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                switching.cancel()
+                if not reading.done():
+                    reading.cancel()
+            if reading.done() and not reading.cancelled():
+                try:
+                    return reading.result()
+                except MediaStreamError:
+                    if self._source is source:
+                        self._source = None  # the source ended: send nothing until switched
+        raise MediaStreamError

@@ -5,9 +5,9 @@ Media: the participant keeps one source track per kind it publishes. When a reco
 room, the participant opens one peer connection to it (on 127.0.0.1 only) with three send-only
 transceivers, always in the order audio, camera, screen, and tells the recorder which mid is which;
 it never renegotiates. Publishing, muting, turning the camera off and stopping a screen share only
-swap what each sender sends (`replaceTrack`: the source, or nothing), so a change takes effect at
-once and costs no new offer. Each sender reads its own `MediaRelay` proxy of the source (latest
-frame only), so several recorders can receive the same source.
+switch what each sender's `SwitchableTrack` reads (the source, or nothing), so a change takes
+effect at once and costs no new offer. Each sender reads its own `MediaRelay` proxy of the source
+(latest frame only), so several recorders can receive the same source.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
+from recorder.client.media import SwitchableTrack
 from recorder.embedded_room.channel import SignallingChannel
 from recorder.embedded_room.ice import LoopbackPeerConnection
-from recorder.embedded_room.protocol import DEFAULT_ROOM_ID, RecordingStatus, Role
+from recorder.embedded_room.protocol import DEFAULT_ROOM_ID, Role
+from recorder.lifecycle import Status
 from recorder.rooms.base import TrackKind
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class ParticipantInfo:
 class RecordingState:
     """One `recordingStateChanged`: the status of CONTRACT.md §3 and, on failure, why."""
 
-    status: RecordingStatus
+    status: Status
     recording_id: str | None
     reason: dict[str, Any] | None = None
 
@@ -63,7 +65,7 @@ class _RecorderLink:
     """This participant's peer connection to one hidden recorder."""
 
     peer: LoopbackPeerConnection
-    senders: dict[TrackKind, RTCRtpSender]
+    outputs: dict[TrackKind, SwitchableTrack]  # what each sender sends
     # kind -> (the source, the relay proxy the sender reads it through)
     sent: dict[TrackKind, tuple[MediaStreamTrack, MediaStreamTrack]] = field(default_factory=dict)
 
@@ -263,17 +265,17 @@ class RoomParticipant:
                 self._apply(link)
 
     def _apply(self, link: _RecorderLink) -> None:
-        for kind, sender in link.senders.items():
+        for kind, output in link.outputs.items():
             wanted = self._wanted(kind)
             current = link.sent.get(kind)
             if (current[0] if current is not None else None) is wanted:
                 continue
             if wanted is None:
-                sender.replaceTrack(None)
+                output.switch(None)
                 del link.sent[kind]
             else:
                 proxy = self._relay.subscribe(wanted, buffered=False)
-                sender.replaceTrack(proxy)
+                output.switch(proxy)
                 link.sent[kind] = (wanted, proxy)
             if current is not None:
                 current[1].stop()  # unsubscribes the old proxy from the relay
@@ -282,11 +284,10 @@ class RoomParticipant:
         if recorder_id in self._links or self._left:
             return
         peer = LoopbackPeerConnection()
-        senders = {
-            kind: peer.addTransceiver(kind.media_kind, direction="sendonly").sender
-            for kind in TRANSCEIVER_ORDER
-        }
-        link = _RecorderLink(peer, senders)
+        outputs = {kind: SwitchableTrack(kind.media_kind) for kind in TRANSCEIVER_ORDER}
+        for output in outputs.values():
+            peer.addTransceiver(output, direction="sendonly")
+        link = _RecorderLink(peer, outputs)
         self._links[recorder_id] = link
         self._apply(link)
         await peer.setLocalDescription(await peer.createOffer())
@@ -302,6 +303,8 @@ class RoomParticipant:
             return
         for _source, proxy in link.sent.values():
             proxy.stop()
+        for output in link.outputs.values():
+            output.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(link.peer.close(), PEER_CLOSE_TIMEOUT_S)
 
@@ -369,7 +372,7 @@ def _recording_state(message: dict[str, Any]) -> RecordingState:
     reason = message.get("reason")
     recording_id = message.get("recordingId")
     return RecordingState(
-        status=RecordingStatus(message.get("status")),
+        status=Status(message.get("status")),
         recording_id=str(recording_id) if recording_id is not None else None,
         reason=reason if isinstance(reason, dict) else None,
     )

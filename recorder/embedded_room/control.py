@@ -27,15 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from recorder.embedded_room.protocol import (
-    CONNECTOR_NAME,
-    ErrorCode,
-    RecordingStatus,
-    RoomRequestError,
-    follows,
-)
+from recorder.embedded_room.protocol import CONNECTOR_NAME, ErrorCode, RoomRequestError
 from recorder.errors import InvalidJobError
 from recorder.job import validate_job
+from recorder.lifecycle import Status, may_follow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +51,7 @@ class RecorderGrant:
 
     token: str
     recording_id: str | None  # None: a token issued by hand (tests, a developer's recorder)
-    last_status: RecordingStatus | None = None
+    last_status: Status | None = None
     connections: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nobody uses it
 
@@ -138,13 +133,13 @@ class RecordingControl:
     ) -> None:
         """Tell the room a recorder's status, if it follows the previous one (CONTRACT.md §3)."""
         try:
-            parsed = RecordingStatus(status)
+            parsed = Status(status)
         except ValueError:
-            allowed = ", ".join(RecordingStatus)
+            allowed = ", ".join(Status)
             raise RoomRequestError(
                 ErrorCode.INVALID_REQUEST, f"status {status!r} is not one of {allowed}"
             ) from None
-        if not follows(grant.last_status, parsed):
+        if not may_follow(grant.last_status, parsed):
             raise RoomRequestError(
                 ErrorCode.INVALID_REQUEST,
                 f"status {parsed} cannot follow {grant.last_status} (CONTRACT.md §3 order)",
@@ -305,7 +300,7 @@ class RecordingControl:
             with contextlib.suppress(RoomRequestError):
                 self.relay_status(
                     worker.grant,
-                    RecordingStatus.FAILED,
+                    Status.FAILED,
                     reason={
                         "code": "WORKER_EXITED",
                         "message": f"the worker exited with code {returncode} before it "

@@ -41,39 +41,6 @@ class ErrorCode(StrEnum):
     STOP_RECORDING_FAILED = "STOP_RECORDING_FAILED"
 
 
-class RecordingStatus(StrEnum):
-    """CONTRACT.md §3, in the order they are sent."""
-
-    STARTING = "RECORDING_STARTING"
-    STARTED = "RECORDING_STARTED"
-    STOPPING = "RECORDING_STOPPING"
-    STOPPED = "RECORDING_STOPPED"
-    FAILED = "RECORDING_FAILED"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (RecordingStatus.STOPPED, RecordingStatus.FAILED)
-
-
-_STATUS_RANK = {
-    RecordingStatus.STARTING: 0,
-    RecordingStatus.STARTED: 1,
-    RecordingStatus.STOPPING: 2,
-    RecordingStatus.STOPPED: 3,
-    RecordingStatus.FAILED: 3,
-}
-
-
-def follows(previous: RecordingStatus | None, status: RecordingStatus) -> bool:
-    """Whether `status` may be relayed after `previous`: forward only, each once, FAILED from
-    any status that is not final."""
-    if previous is None:
-        return True
-    if previous.is_final:
-        return False
-    return _STATUS_RANK[status] > _STATUS_RANK[previous]
-
-
 class RoomRequestError(Exception):
     """The room refused a request: `code` is an `ErrorCode` value, `message` says why."""
 

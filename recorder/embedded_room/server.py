@@ -423,6 +423,8 @@ class RoomServer:
             )
         elif kind == "leave":
             self._leave(participant.connection, reason="left")
+        elif kind in ("answer", "recordingStatus"):
+            raise RoomRequestError(ErrorCode.NOT_ALLOWED, f"only a recorder sends {kind!r}")
         else:
             raise RoomRequestError(ErrorCode.INVALID_REQUEST, f"unknown request {kind!r}")
         return {}

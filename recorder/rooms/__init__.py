@@ -16,7 +16,7 @@ from recorder.errors import JoinError
 
 if TYPE_CHECKING:
     from recorder.job import RoomConfig
-    from recorder.rooms.base import Clock, FrameSink, RoomConnector
+    from recorder.rooms.base import FrameSink, MonotonicNow, RoomConnector
 
 # connector name (a job's `room.connector`) -> "module:Class"
 CONNECTORS: dict[str, str] = {
@@ -25,7 +25,7 @@ CONNECTORS: dict[str, str] = {
 
 
 def connector_for(
-    room: RoomConfig, sink: FrameSink, *, clock: Clock = time.monotonic
+    room: RoomConfig, sink: FrameSink, *, clock: MonotonicNow = time.monotonic
 ) -> RoomConnector:
     """The connector for a job's room, not yet joined; `JoinError` for a name with no connector."""
     target = CONNECTORS.get(room.connector)

@@ -28,11 +28,15 @@ from typing import Protocol
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
+from recorder.lifecycle import Status
+
 log = logging.getLogger(__name__)
 
 ROOM_EVENT_QUEUE_SIZE = 256  # a few events per participant action; far more than a room makes
 
-Clock = Callable[[], float]  # seconds on a monotonic scale; tests inject their own
+# A monotonic reading in seconds: `time.monotonic`, or the recording clock's `now` so that arrival
+# times are on the media timeline's clock; tests inject their own.
+MonotonicNow = Callable[[], float]
 
 
 class TrackKind(StrEnum):
@@ -71,11 +75,15 @@ class FrameSink(Protocol):
     Both calls are made on the event loop for every decoded frame and must not block: the sink
     keeps the latest video frame and a bounded audio buffer and counts what it drops.
     `arrival_s` is the connector's monotonic clock when the frame came out of the decoder.
+    `end_feed` follows a feed's last frame (its track ended: the publisher left or its media
+    connection closed); the same feed id may start again later (a publisher that reconnects).
     """
 
     def push_video(self, feed_id: str, frame: av.VideoFrame, arrival_s: float) -> None: ...
 
     def push_audio(self, feed_id: str, frame: av.AudioFrame, arrival_s: float) -> None: ...
+
+    def end_feed(self, feed_id: str) -> None: ...
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -198,7 +206,7 @@ class RoomConnector(abc.ABC):
     events with `_emit()` and drain every track they accept with a `TrackConsumer`.
     """
 
-    def __init__(self, sink: FrameSink, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, sink: FrameSink, *, clock: MonotonicNow = time.monotonic) -> None:
         self._sink = sink
         self._clock = clock
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(maxsize=ROOM_EVENT_QUEUE_SIZE)
@@ -211,7 +219,7 @@ class RoomConnector(abc.ABC):
 
     @abc.abstractmethod
     async def announce_status(
-        self, status: str, *, recording_id: str, reason: dict[str, object] | None = None
+        self, status: Status, *, recording_id: str, reason: dict[str, object] | None = None
     ) -> None:
         """Tell every participant the recording's status (CONTRACT.md §3).
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from recorder.rooms.base import Clock, FrameSink
+from recorder.rooms.base import FrameSink, MonotonicNow
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TrackConsumer:
         feed_id: str,
         sink: FrameSink,
         *,
-        clock: Clock = time.monotonic,
+        clock: MonotonicNow = time.monotonic,
         stats: FeedStats | None = None,
     ) -> None:
         """`stats` lets a feed whose track is replaced (a reconnected publisher) keep counting."""
@@ -113,4 +113,8 @@ class TrackConsumer:
                             "feed %s: the sink refused a frame; draining goes on", self.feed_id
                         )
         finally:
+            try:
+                self._sink.end_feed(self.feed_id)
+            except Exception:
+                log.exception("feed %s: the sink failed to end the feed", self.feed_id)
             log.debug("feed %s: drained %d frames", self.feed_id, self.stats.frames)

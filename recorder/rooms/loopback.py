@@ -31,10 +31,11 @@ from recorder.embedded_room.ice import LoopbackPeerConnection
 from recorder.embedded_room.protocol import RoomRequestError
 from recorder.errors import JoinError
 from recorder.job import RoomConfig
+from recorder.lifecycle import Status
 from recorder.rooms.base import (
     CameraChanged,
-    Clock,
     FrameSink,
+    MonotonicNow,
     MuteChanged,
     ParticipantJoined,
     ParticipantLeft,
@@ -71,7 +72,9 @@ class _Publisher:
 class LoopbackConnector(RoomConnector):
     """A hidden, receive-only recorder in one embedded room."""
 
-    def __init__(self, room: RoomConfig, sink: FrameSink, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, room: RoomConfig, sink: FrameSink, *, clock: MonotonicNow = time.monotonic
+    ) -> None:
         super().__init__(sink, clock=clock)
         self._room = room
         self._room_id = str(room.room_id)
@@ -124,7 +127,7 @@ class LoopbackConnector(RoomConnector):
         log.info("joined %s hidden as %s", where, self._peer_id)
 
     async def announce_status(
-        self, status: str, *, recording_id: str, reason: dict[str, object] | None = None
+        self, status: Status, *, recording_id: str, reason: dict[str, object] | None = None
     ) -> None:
         channel = self._channel
         if channel is None or not channel.connected:
