@@ -34,6 +34,7 @@ from recorder.media.encoder import (
     EncoderSettings,
 )
 from recorder.media.fmp4 import BoxScanner, durable_length
+from recorder.media.mixer import Mixer
 from recorder.presets import AUDIO_SAMPLE_RATE_HZ, KEYFRAME_INTERVAL_S, PRESETS, Mode, Quality
 from recorder.testing.clapper import LUMA_DARK, LUMA_WHITE, clapper_beeps, is_flash
 
@@ -395,3 +396,29 @@ def test_scanner_reads_64_bit_sizes_and_never_ends_on_a_moof() -> None:
     assert scanner.fragments == 1
     with pytest.raises(ValueError, match="less than its header"):
         BoxScanner().feed(struct.pack(">I4s", 4, b"free"))
+
+
+def test_the_mixers_frames_go_in_as_they_are(tmp_path: Path) -> None:
+    mixer = Mixer()
+    beeps = clapper_beeps()
+    path = tmp_path / "mixed.mp4"
+    with Encoder(path, small_settings()) as encoder:
+        for i in range(2 * FPS):
+            planes = np.full((SMALL.height * 3 // 2, SMALL.width), 128, np.uint8)
+            planes[: SMALL.height] = LUMA_WHITE if is_flash(i / FPS) else LUMA_DARK
+            encoder.put_video(planes, i)
+            start, count = audio_span(i)
+            voice = beeps.render(start, count, AUDIO_SAMPLE_RATE_HZ)[None, :]
+            for frame in mixer.mix(start, count, {"clapper": voice}):
+                encoder.put_audio(frame)  # the frame's own pts places it
+        for frame in mixer.flush():
+            encoder.put_audio(frame)
+        with pytest.raises(ValueError, match="48000 Hz stereo"):
+            mono = av.AudioFrame.from_ndarray(np.zeros((1, 64), np.float32), "fltp", "mono")
+            mono.sample_rate = AUDIO_SAMPLE_RATE_HZ
+            encoder.put_audio(mono)
+    assert encoder.stats.audio_samples_in == 2 * AUDIO_SAMPLE_RATE_HZ
+    sync = measure_sync(path)
+    assert len(sync.offsets_s) == 1
+    assert sync.max_abs_offset_s is not None
+    assert sync.max_abs_offset_s <= ENCODER_SYNC_TOLERANCE_S

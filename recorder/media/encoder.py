@@ -290,25 +290,43 @@ class Encoder:
                 self._stats.frames_in += 1
         return queued
 
-    def put_audio(self, samples: np.ndarray, first_sample: int | None = None) -> bool:
-        """Queue 48 kHz stereo float samples, shape `(2, n)` in [-1, 1]; False if dropped.
+    def put_audio(self, audio: av.AudioFrame | np.ndarray, first_sample: int | None = None) -> bool:
+        """Queue mixed audio; False if it was dropped.
 
-        `first_sample` is their position on the recording clock in samples (the audio pts);
-        default: right after the previous call's samples. The array is copied.
+        `audio` is one of the mixer's frames (48 kHz stereo fltp; handed over, not copied) or a
+        `(2, n)` float32 array in [-1, 1] (copied). `first_sample` is its position on the
+        recording clock in samples (the audio pts); default: the frame's own pts, else right
+        after the previous call's samples. Positions must not overlap; a gap is silence.
         """
-        if samples.ndim != 2 or samples.shape[0] != AUDIO_CHANNELS:
-            raise ValueError(f"audio must be shaped ({AUDIO_CHANNELS}, n), not {samples.shape}")
+        if isinstance(audio, np.ndarray):
+            if audio.ndim != 2 or audio.shape[0] != AUDIO_CHANNELS:
+                raise ValueError(f"audio must be shaped ({AUDIO_CHANNELS}, n), not {audio.shape}")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio, dtype=np.float32), format="fltp", layout=AUDIO_LAYOUT
+            )
+            frame.sample_rate = AUDIO_SAMPLE_RATE_HZ
+        else:
+            frame = audio
+            if (frame.sample_rate, frame.layout.nb_channels) != (
+                AUDIO_SAMPLE_RATE_HZ,
+                AUDIO_CHANNELS,
+            ):
+                raise ValueError(
+                    f"audio must be {AUDIO_SAMPLE_RATE_HZ} Hz {AUDIO_LAYOUT}, not "
+                    f"{frame.sample_rate} Hz {frame.layout.name}"
+                )
+            if first_sample is None and frame.pts is not None:
+                first_sample = int(
+                    frame.pts * (frame.time_base or self._audio_time_base) * AUDIO_SAMPLE_RATE_HZ
+                )
         start = self._next_audio_sample if first_sample is None else first_sample
         if start < self._next_audio_sample:
             raise ValueError(
                 f"audio at sample {start} overlaps audio up to {self._next_audio_sample}"
             )
-        count = samples.shape[1]
+        count = frame.samples
         if count == 0:
             return True
-        planar = np.ascontiguousarray(samples, dtype=np.float32)
-        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=AUDIO_LAYOUT)
-        frame.sample_rate = AUDIO_SAMPLE_RATE_HZ
         frame.pts = start
         frame.time_base = self._audio_time_base
         self._next_audio_sample = start + count
