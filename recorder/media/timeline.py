@@ -82,7 +82,8 @@ class _Anchor:
     Owned by the pusher's thread.
     """
 
-    def __init__(self, threshold_s: float) -> None:
+    def __init__(self, feed: str, threshold_s: float) -> None:
+        self.feed = feed  # for the log: which track re-anchored
         self.threshold_s = threshold_s
         self.media_s: float | None = None  # the anchor frame's media time
         self.clock_s = 0.0  # when the anchor frame's media instant happened
@@ -100,7 +101,7 @@ class _Anchor:
         if abs(drift_s) > self.threshold_s:
             self.media_s, self.clock_s = media_s, arrival_s
             self.reanchors += 1
-            log.debug("re-anchored after a drift of %.3f s", drift_s)
+            log.info("%s: re-anchored after arrivals drifted %+.3f s from pts", self.feed, drift_s)
             return arrival_s
         if drift_s < 0:
             self.clock_s += drift_s
@@ -166,7 +167,7 @@ class VideoFeed:
         self._recording_clock = recording_clock
         self._playout_delay_s = settings.playout_delay_s
         self._stale_after_s = settings.video_stale_after_s
-        self._anchor = _Anchor(settings.reanchor_threshold_s)
+        self._anchor = _Anchor(f"video {feed_id}", settings.reanchor_threshold_s)
         self._lock = threading.Lock()
         self._queue: deque[_Queued] = deque()
         self._buffer_frames = settings.video_buffer_frames
@@ -332,7 +333,7 @@ class AudioFeed:
         self.feed_id = feed_id
         self._recording_clock = recording_clock
         self._playout_delay_s = settings.playout_delay_s
-        self._anchor = _Anchor(settings.reanchor_threshold_s)
+        self._anchor = _Anchor(f"audio {feed_id}", settings.reanchor_threshold_s)
         self._capacity = max(1, round(settings.audio_buffer_s * AUDIO_SAMPLE_RATE_HZ))
         self._snap_samples = round(AUDIO_SNAP_TOLERANCE_S * AUDIO_SAMPLE_RATE_HZ)
         self._lock = threading.Lock()
