@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for tests: an S3-compatible store (moto) and a webhook receiver.
+"""Real servers on 127.0.0.1 for tests (an S3-compatible store, a webhook receiver), and spools.
 
 `MotoS3Server` runs moto's standalone server in a thread on a free port; boto3 talks to it over
 HTTP exactly as it would to S3 (`AWS_ENDPOINT_URL_S3`). It can be stopped and started again on
@@ -7,21 +7,29 @@ the same port to play an outage, and keeps its buckets meanwhile.
 `WebhookReceiver` is an aiohttp server whose behaviour a test scripts per request: answer with a
 status, stall past the client's timeout, never answer, or redirect. It records every request
 (body, headers, the status it answered) so tests check order, content and signatures.
+
+`GrowingSpool` writes a spool the way the encoder does: whole fMP4 boxes, durable after each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
+import struct
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from aiohttp import web
 from moto.server import ThreadedMotoServer
+
+from recorder.storage.spool import SpoolProgress
 
 STALL_FOREVER_S = 3600.0  # "never answers": far beyond any timeout a test uses
 
@@ -53,7 +61,7 @@ class MotoS3Server:
             self._server.stop()
             self._server = None
 
-    def client(self) -> object:
+    def client(self) -> Any:
         """A plain boto3 client for the test's own checks (list parts, get objects)."""
         return boto3.client(
             "s3",
@@ -78,7 +86,7 @@ def moto_s3() -> Iterator[MotoS3Server]:
 class S3Env:
     server: MotoS3Server
     bucket: str
-    client: object
+    client: Any  # a boto3 S3 client
 
 
 def use_s3(monkeypatch: pytest.MonkeyPatch, server: MotoS3Server) -> S3Env:
@@ -97,7 +105,7 @@ def use_s3(monkeypatch: pytest.MonkeyPatch, server: MotoS3Server) -> S3Env:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "RECORDER_S3_CHECKSUM"):
         monkeypatch.delenv(name, raising=False)
     client = server.client()
-    client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    client.create_bucket(Bucket=bucket)
     return S3Env(server=server, bucket=bucket, client=client)
 
 
@@ -172,7 +180,7 @@ class WebhookReceiver:
 async def start_receiver(receiver: WebhookReceiver) -> web.AppRunner:
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)  # our logs are checked
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -186,3 +194,52 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     runner = await start_receiver(receiver)
     yield receiver
     await runner.cleanup()
+
+
+# --- spools the tests write ----------------------------------------------------------------------
+
+
+class GrowingSpool:
+    """A spool that grows by whole fragmented-MP4 boxes, the way the encoder writes it.
+
+    Payloads are deterministic pseudo-random bytes (incompressible, like media). After each
+    complete box the durable size is reported to `progress`, as the encoder's `on_durable` does.
+    """
+
+    def __init__(self, path: Path, progress: SpoolProgress, *, seed: int = 0) -> None:
+        self.path = path
+        self.progress = progress
+        self._random = random.Random(seed)
+        self.size = 0
+        path.write_bytes(b"")
+
+    def box(self, box_type: bytes, payload_bytes: int) -> bytes:
+        return struct.pack(">I4s", 8 + payload_bytes, box_type) + self._random.randbytes(
+            payload_bytes
+        )
+
+    def _append(self, data: bytes, *, durable: bool = True) -> None:
+        with self.path.open("ab") as file:
+            file.write(data)
+        self.size += len(data)
+        if durable:
+            self.progress.advance(self.size)
+
+    def header(self) -> None:
+        """`ftyp` and a sample-less `moov`, as the muxer writes them first."""
+        self._append(self.box(b"ftyp", 24) + self.box(b"moov", 700))
+
+    def fragment(self, payload_bytes: int) -> None:
+        """One media fragment: a small `moof`, then its `mdat`."""
+        self._append(self.box(b"moof", 92) + self.box(b"mdat", payload_bytes))
+
+    def torn_fragment(self, payload_bytes: int) -> None:
+        """A fragment cut short (the worker died while writing it): never reported durable."""
+        data = self.box(b"moof", 92) + self.box(b"mdat", payload_bytes)
+        self._append(data[: len(data) // 2], durable=False)
+
+    def close(self) -> None:
+        self.progress.finish(self.size)
+
+    def content(self) -> bytes:
+        return self.path.read_bytes()
