@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "bench": "recorder.commands.bench",
     "room": "recorder.commands.room",
     "inspect": "recorder.commands.inspect",
+    "upload": "recorder.commands.upload",
 }
 
 
