@@ -30,6 +30,7 @@ from recorder.media.encoder import (
     QUEUE_CAPACITY_ITEMS,
     VBV_BUFFER_S,
     VBV_MAXRATE_RATIO,
+    X264_PRESETS,
     Encoder,
     EncoderSettings,
 )
@@ -49,7 +50,13 @@ LUMA_TOLERANCE = 2.0
 # The encoder must not move audio against video: the only offset the checker may see is the
 # beep's 1 ms fade-in (its envelope reaches half height ~0.5 ms late) plus AAC's smearing.
 ENCODER_SYNC_TOLERANCE_S = 0.002
-POLL_TIMEOUT_S = 10.0  # bounded polling for another thread's progress
+POLL_TIMEOUT_S = 10.0
+X264_SUBME_OF_PRESET = {
+    "ultrafast": "0",
+    "superfast": "1",
+    "veryfast": "2",
+    "faster": "4",
+}  # bounded polling for another thread's progress
 
 
 def small_settings(**overrides: object) -> EncoderSettings:
@@ -122,6 +129,8 @@ def test_presets_give_h264_high_and_aac_in_fragmented_mp4(tmp_path: Path, qualit
     assert int(options["bitrate"]) == preset.video_bitrate_bps // 1000
     assert int(options["vbv_maxrate"]) == round(preset.video_bitrate_bps * VBV_MAXRATE_RATIO / 1000)
     assert int(options["vbv_bufsize"]) == round(preset.video_bitrate_bps * VBV_BUFFER_S / 1000)
+    # The speed preset measured for this quality (its motion-estimation depth is its signature).
+    assert options["subme"] == X264_SUBME_OF_PRESET[X264_PRESETS[quality]]
     assert stats.frames_in == stats.frames_encoded == frames
     assert stats.queue_drops == 0
 

@@ -53,7 +53,7 @@ import numpy as np
 from layouts.model import Orientation, Size
 from recorder.errors import MediaError
 from recorder.media.fmp4 import BoxScanner
-from recorder.presets import AUDIO_SAMPLE_RATE_HZ, KEYFRAME_INTERVAL_S, Mode, Preset
+from recorder.presets import AUDIO_SAMPLE_RATE_HZ, KEYFRAME_INTERVAL_S, Mode, Preset, Quality
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,16 @@ VIDEO_COLOR_RANGE_LIMITED = 1  # AVCOL_RANGE_MPEG, 16..235
 AUDIO_CODEC = "aac"  # FFmpeg's native AAC-LC encoder
 AUDIO_CHANNELS = 2
 AUDIO_LAYOUT = "stereo"
-# The x264 speed preset, chosen by measurement on our content (docs/performance.md).
-X264_PRESET = "veryfast"
+# The x264 speed preset per quality, chosen by measurement (docs/performance.md): on one core,
+# veryfast gives ~1.5 dB more PSNR than superfast at the same bitrate for 1.7-1.8x the CPU, and
+# superfast ~5-7 dB more than ultrafast for 1.9x. veryfast where a core encodes it at 2x real time
+# or more (low, med); superfast for 1080p, where veryfast barely keeps up with real time.
+X264_PRESETS: dict[Quality, str] = {
+    Quality.LOW: "veryfast",
+    Quality.MED: "veryfast",
+    Quality.HIGH: "superfast",
+}
+X264_PRESET_DEFAULT = "veryfast"  # settings made without a preset
 # VBV cap on top of the average target: peaks may reach this multiple of the target bitrate...
 VBV_MAXRATE_RATIO = 1.5
 # ...over a decoder buffer this many seconds of the target bitrate long.
@@ -99,7 +107,7 @@ class EncoderSettings:
     fps: int
     video_bitrate_bps: int
     audio_bitrate_bps: int
-    x264_preset: str = X264_PRESET
+    x264_preset: str = X264_PRESET_DEFAULT
     threads: int = 0  # x264 threads; 0: x264 decides. The benchmark pins 1.
     keyframe_interval_s: float = KEYFRAME_INTERVAL_S
     queue_max_wait_s: float | None = QUEUE_MAX_WAIT_S  # None: never drop (offline rendering)
@@ -119,6 +127,7 @@ class EncoderSettings:
             fps=preset.fps,
             video_bitrate_bps=preset.video_bitrate_bps,
             audio_bitrate_bps=preset.audio_bitrate_bps,
+            x264_preset=X264_PRESETS[preset.quality],
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]
 
