@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -294,3 +296,28 @@ def test_scene_for_another_canvas_is_refused() -> None:
     _, scene = plan_frame(None, [], LayoutSpec(), Size(1280, 720), 0.0)
     with pytest.raises(ValueError, match="scene is for"):
         Compositor(CANVAS).compose(scene, {})
+
+
+def test_compose_bench_reports_every_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from recorder.cli import main
+
+    report_path = tmp_path / "bench.json"
+    argv = ["bench", "--compose", "--quality", "low", "--frames", "3", "--json", str(report_path)]
+    assert main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert report["machine"]["note"].startswith("one thread")
+    rows = report["compose"]["results"]
+    assert [(r["quality"], r["sources"]) for r in rows] == [
+        ("low", "changing"),
+        ("low", "unchanged"),
+    ]
+    for row in rows:
+        assert row["frames"] == 3 and row["canvas"] == "854x480"
+        assert 0 < row["wall_ms_p50"] <= row["wall_ms_p95"]
+        assert row["cpu_ms_mean"] > 0 and row["plan_ms"] > 0
+    table = capsys.readouterr().out
+    assert "854x480" in table and "changing" in table and "unchanged" in table

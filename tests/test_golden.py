@@ -163,3 +163,35 @@ def test_a_changed_label_fails_the_golden(monkeypatch: pytest.MonkeyPatch) -> No
         draw.name_label.cache_clear()
     assert not _matches(changed, _load(name))
     assert _matches(_render(CASES[name]), _load(name))
+
+
+# `recorder render`: the PNG it writes is the still, and the contact sheet holds every layout.
+
+
+def test_render_command_writes_the_still(tmp_path: Path) -> None:
+    from recorder.cli import main
+
+    out = tmp_path / "x.png"
+    argv = ["render", "--layout", "sidebar", "--theme", "light", "--participants", "3"]
+    argv += ["--screen-share", "--muted", "2", "--quality", "low", "--out", str(out)]
+    assert main(argv) == 0
+    with Image.open(out) as image:
+        written = np.asarray(image.convert("RGB"))
+    spec = StillSpec(LayoutType.SIDEBAR, Theme.LIGHT, 3, screen_share=True, muted=frozenset({2}))
+    assert _matches(written, _render(spec))
+
+
+def test_render_command_contact_sheet_and_refusals(tmp_path: Path) -> None:
+    from recorder.cli import main
+    from recorder.commands import render
+
+    out = tmp_path / "sheet.png"
+    assert main(["render", "--contact-sheet", "--quality", "low", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        width, height = image.size
+    columns, rows = len(Theme), len(LayoutType)
+    assert width == columns * 854 + (columns + 1) * render.SHEET_GAP_PX
+    assert height == rows * (480 + render.CAPTION_HEIGHT_PX) + (rows + 1) * render.SHEET_GAP_PX
+    assert main(["render", "--participants", "2", "--muted", "3", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit):
+        main(["render", "--layout", "MOSAIC", "--out", str(out)])

@@ -1,0 +1,82 @@
+"""`recorder bench`: how much of one core this machine needs per recording, by quality.
+
+Each mode is a module under `recorder.bench` (see its docstring); `--compose` times the
+compositor. With no mode flag every mode runs. The report goes to standard output as a table and,
+with `--json PATH`, to a file, with a description of the machine, so capacity planning can size
+workers per core from it (DESIGN.md "One recording, one process").
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import av
+
+from recorder.errors import ExitCode
+from recorder.presets import Quality
+
+HELP = "measure the cost per frame of composing (per quality) on one core of this machine"
+
+# flag name -> module under recorder.bench; a new mode adds a line here.
+MODES: dict[str, str] = {
+    "compose": "recorder.bench.compose",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for mode in MODES:
+        parser.add_argument(f"--{mode}", action="store_true", help=f"run the {mode} benchmark")
+    parser.add_argument(
+        "--quality",
+        type=Quality,
+        action="append",
+        choices=list(Quality),
+        help="a quality to measure (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--frames", type=int, default=300, help="frames timed per case (default 300)"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                cpu,
+            )
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus_visible": os.cpu_count(),
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "ffmpeg": {name: ".".join(map(str, v)) for name, v in av.library_versions.items()},
+        "note": "one thread: figures are the cost on one core",
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        print("recorder bench: --frames must be at least 1")
+        return ExitCode.INVALID_JOB
+    selected = [mode for mode in MODES if getattr(args, mode)] or list(MODES)
+    report: dict[str, object] = {"machine": machine()}
+    for mode in selected:
+        module = importlib.import_module(MODES[mode])
+        result = module.run(args)
+        report[mode] = result
+        print(module.format_table(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return ExitCode.OK
