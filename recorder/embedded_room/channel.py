@@ -100,7 +100,7 @@ class SignallingChannel:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self.send(message_type, requestId=request_id, **fields)
+            await self._send(message_type, requestId=request_id, **fields)
             reply = await asyncio.wait_for(future, timeout_s)
         finally:
             self._pending.pop(request_id, None)
@@ -108,8 +108,7 @@ class SignallingChannel:
             raise RoomRequestError(str(reply.get("code")), str(reply.get("message")))
         return reply
 
-    async def send(self, message_type: str, **fields: Any) -> None:
-        """Send a message that wants no reply; `ConnectionError` if the connection is lost."""
+    async def _send(self, message_type: str, **fields: Any) -> None:
         if self._socket.closed:
             raise ConnectionError(f"{self._name}: the room connection is closed")
         await self._socket.send_str(json.dumps({"type": message_type, **fields}))

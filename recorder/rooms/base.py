@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ import av
 from aiortc.mediastreams import MediaStreamTrack
 
 from recorder.lifecycle import Status
-
-log = logging.getLogger(__name__)
 
 ROOM_EVENT_QUEUE_SIZE = 256  # a few events per participant action; far more than a room makes
 
