@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -399,3 +400,24 @@ def test_an_etag_under_kms_encryption_is_not_an_md5_and_is_not_compared() -> Non
         "ServerSideEncryption": "aws:kms",
     }
     assert check(head) == ("size", "content-type", "sha256")
+
+
+async def test_a_hurried_stop_gives_up_retrying_and_keeps_the_spool(
+    s3_env: S3Env, tmp_path: Path
+) -> None:
+    client = FaultInjectingClient(
+        make_s3_client(), {"upload_part": [client_error("SlowDown", 503) for _ in range(10)]}
+    )
+    hurry = threading.Event()
+    hurry.set()  # a second SIGTERM arrived while stopping
+    sink = sink_for(s3_env, client=client, retry=RetryPolicy(5, 0.001, 0.002))
+    progress = SpoolProgress()
+    spool = GrowingSpool(tmp_path / "r.mp4", progress, seed=7)
+    spool.header()
+    spool.fragment(MIB)
+    spool.close()
+    with pytest.raises(StorageError) as raised:
+        await sink.store_spool(spool.path, progress, "h.mp4", content_type="video/mp4", hurry=hurry)
+    assert client.calls["upload_part"] == 2  # streamed once, resent once after: no retries
+    assert raised.value.local_path == str(spool.path)
+    assert spool.path.exists()

@@ -160,10 +160,6 @@ class _Upload:
     deferred: list[_Part] = field(default_factory=list)
     create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    @property
-    def hurried(self) -> bool:
-        return self.hurry is not None and self.hurry.is_set()
-
 
 class S3Sink:
     """Stores recordings in one S3 (or S3-compatible) bucket."""
