@@ -7,6 +7,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layouts import draw
 from layouts.draw import PlacedSprite, Sprite
@@ -321,3 +323,38 @@ def test_compose_bench_reports_every_case(
         assert row["cpu_ms_mean"] > 0 and row["plan_ms"] > 0
     table = capsys.readouterr().out
     assert "854x480" in table and "changing" in table and "unchanged" in table
+
+
+@given(
+    data=st.data(),
+    count=st.integers(min_value=0, max_value=7),
+    layout=st.sampled_from(list(LayoutType)),
+    theme=st.sampled_from(list(Theme)),
+    canvas=st.sampled_from([Size(854, 480), Size(480, 854), Size(160, 90), Size(64, 64)]),
+)
+@settings(max_examples=40, deadline=None)
+def test_any_room_composes(
+    data: st.DataObject, count: int, layout: LayoutType, theme: Theme, canvas: Size
+) -> None:
+    feeds = [
+        ParticipantView(
+            id=f"id-{i}",
+            name=data.draw(st.text(max_size=40)),
+            video_on=data.draw(st.booleans()),
+            muted=data.draw(st.booleans()),
+            speaking=data.draw(st.booleans()),
+            joined_at=float(i),
+            screen_of="id-0" if i == 6 else None,
+        )
+        for i in range(count)
+    ]
+    _, scene = plan_frame(None, feeds, LayoutSpec(type=layout, theme=theme), canvas, 0.0)
+    frames: dict[str, av.VideoFrame | None] = {}
+    for feed in feeds:
+        if data.draw(st.booleans()):
+            width = data.draw(st.integers(min_value=1, max_value=300))
+            height = data.draw(st.integers(min_value=1, max_value=300))
+            rgb = np.full((height, width, 3), PALETTE[0], dtype=np.uint8)
+            frames[feed.id] = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    out = Compositor(canvas).compose(scene, frames)
+    assert (out.width, out.height, out.format.name) == (canvas.width, canvas.height, "yuv420p")
