@@ -558,19 +558,26 @@ def test_audio_ring_matches_a_reference_model(
 def test_pushing_from_another_thread_while_the_media_thread_reads() -> None:
     """Pusher and reader run at once, sharing only the per-feed locks: nothing lost or torn.
 
-    The reader waits (bounded) for the pusher to have pushed what a span needs, as the playout
-    delay guarantees live, so the result is deterministic while the threads still interleave.
+    They keep the pace live streams keep: the reader waits (bounded) until what a span needs
+    has arrived, and the pusher stays no more than `ahead_s` ahead of the reader, so no bound
+    is hit and the result is deterministic while the threads still interleave freely.
     """
+    # Frames queued at most: (one tick + ahead + delay) at 50 fps = 14 < VIDEO_BUFFER_FRAMES.
+    ahead_s = 0.05
     _, timeline = make_timeline()
     video, audio = timeline.add_video_feed("cam"), timeline.add_audio_feed("mic")
     fmt = AudioFormat(48_000, "mono", "s16")
     tone = Tone(1000.0, 0.5)
     frames = list(SyntheticParticipant("p", signal=tone, audio_format=fmt).audio_frames(0.0, 2.0))
     progress = threading.Condition()
-    pushed = [0]
+    pushed, reader_s, pusher_waits = [0], [0.0], []
 
     def push() -> None:
         for k, frame in enumerate(frames):  # 50 frames a second of each kind
+            with progress:
+                pusher_waits.append(
+                    progress.wait_for(lambda k=k: k * 0.02 <= reader_s[0] + ahead_s, timeout=10.0)
+                )
             audio.push(frame, arrival_s=ORIGIN_S + k * 0.02)
             video.push(numbered_frame(k, RTP_START + k * 1800), arrival_s=ORIGIN_S + k * 0.02)
             with progress:
@@ -589,8 +596,13 @@ def test_pushing_from_another_thread_while_the_media_thread_reads() -> None:
         picture = timeline.pictures(tick / FPS)["cam"]
         if tick >= round(PLAYOUT_DELAY_S * FPS):
             assert number_of(picture.frame) == int((tick / FPS - PLAYOUT_DELAY_S) / 0.02 + 1e-9)
+        with progress:
+            reader_s[0] = (tick + 1) / FPS
+            progress.notify_all()
     pusher.join(timeout=10.0)
     assert not pusher.is_alive()
+    assert all(pusher_waits)
+    assert timeline.video_stats()["cam"].dropped == 0
     samples = np.concatenate(spans, axis=1)[0]
     delay = round(PLAYOUT_DELAY_S * RATE)
     np.testing.assert_allclose(
