@@ -22,10 +22,10 @@ from servers import GrowingSpool, MotoS3Server, S3Env, use_s3
 
 from recorder.cli import main
 from recorder.errors import StorageError
+from recorder.retry import RetryPolicy
 from recorder.storage.delivery import RecordingDelivery
 from recorder.storage.from_env import sink_from_env
 from recorder.storage.keys import DeliveryTarget, UnsafeKeyError
-from recorder.storage.retry import RetryPolicy
 from recorder.storage.s3 import (
     MIN_PART_SIZE_BYTES,
     PART_SIZE_BYTES,

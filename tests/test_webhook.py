@@ -23,8 +23,8 @@ from recorder.lifecycle import Lifecycle, RecordingIds, Status, StopReason
 from recorder.notify.payload import payload_for, stopped_details
 from recorder.notify.signing import SIGNATURE_HEADER, verify_signature
 from recorder.notify.webhook import WebhookNotifier, redact_url
+from recorder.retry import RetryPolicy
 from recorder.storage.delivery import DeliveredRecording
-from recorder.storage.retry import RetryPolicy
 from recorder.storage.sink import StoredObject
 
 QUICK_RETRY = RetryPolicy(attempts=5, base_delay_s=0.001, max_delay_s=0.005)

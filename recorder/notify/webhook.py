@@ -37,7 +37,7 @@ from recorder.notify.address_guard import (
 )
 from recorder.notify.payload import payload_for
 from recorder.notify.signing import SECRET_ENV_VAR, SIGNATURE_HEADER, sign
-from recorder.storage.retry import RetryPolicy
+from recorder.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
 from recorder.errors import StorageError
+from recorder.retry import RetryPolicy
 from recorder.storage.keys import check_key
-from recorder.storage.retry import RetryPolicy
 from recorder.storage.sink import S3_BUCKET_ENV_VAR, StoredObject
 from recorder.storage.spool import SpoolProgress, SpoolReader, check_unchanged, read_range
 
