@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -18,6 +19,7 @@ from layouts.themes import theme_colors
 from recorder.media import compositor as compositor_module
 from recorder.media.compositor import Compositor, frame_to_rgb, plane_views, rgb_to_yuv
 from recorder.testing.video import (
+    MAX_MARKED_FRACTION,
     PALETTE,
     PALETTE_MIN_DISTANCE,
     SyntheticScreen,
@@ -59,6 +61,24 @@ def test_palette_is_far_apart() -> None:
         np.linalg.norm(np.subtract(a, b)) for i, a in enumerate(PALETTE) for b in PALETTE[i + 1 :]
     ]
     assert min(distances) >= PALETTE_MIN_DISTANCE
+
+
+@pytest.mark.parametrize("size", [Size(1280, 720), Size(640, 360), Size(720, 1280)])
+def test_synthetic_camera_is_mostly_its_palette_colour(size: Size) -> None:
+    for index in range(len(PALETTE)):
+        camera = SyntheticVideo(index, "Carolina Montgomery", size, "rgb24")
+        rgb = camera.frame_at(12.345).to_ndarray()
+        marked = np.any(rgb != np.array(camera.color, dtype=np.uint8), axis=2)
+        assert 0.01 < marked.mean() < MAX_MARKED_FRACTION
+        assert nearest_participant(_median(rgb, Rect(0, 0, size.width, size.height))) == index
+
+
+def test_synthetic_video_is_a_pure_function_of_time() -> None:
+    camera = SyntheticVideo(2, "Carol")
+    first, again, later = camera.frame_at(1.5), camera.frame_at(1.5), camera.frame_at(1.6)
+    assert first.pts == again.pts == 135_000 and first.time_base == Fraction(1, 90_000)
+    assert np.array_equal(first.to_ndarray(), again.to_ndarray())
+    assert not np.array_equal(first.to_ndarray(), later.to_ndarray())  # the clock and square move
 
 
 def test_rgb_round_trip_keeps_colours() -> None:

@@ -11,11 +11,10 @@ How a checker finds a participant: camera `i` (0-based) has background `PALETTE[
 and the number `i + 1`. Text, clock and square together cover less than a fifth of the frame
 (`MAX_MARKED_FRACTION`), so over any region that is at least half of a camera frame the
 per-channel median is the palette colour, within codec noise; `nearest_participant` maps a
-measured colour back to its palette index. The palette is eight colours as far apart from each
-other (and from the greys of the themes) as RGB allows: the corners of the colour cube without
-black and white, softened just enough to stay inside BT.601's limited range. The minimum
-distance between two palette colours is `PALETTE_MIN_DISTANCE`, far above what H.264 at our
-bitrates moves a flat area's colour.
+measured colour back to its palette index. The palette is the six saturated corners of the
+colour cube (red, green, blue, yellow, magenta, cyan) plus orange and purple, each pulled in from
+its corner, so that all eight are at least `PALETTE_MIN_DISTANCE` apart (Euclidean, 8-bit RGB) and
+far from the themes' greys: far more than H.264 at our bitrates moves a flat area's colour.
 """
 
 from __future__ import annotations
@@ -37,13 +36,13 @@ PALETTE: tuple[RGB, ...] = (
     (230, 30, 30),  # red
     (30, 200, 40),  # green
     (40, 70, 230),  # blue
-    (240, 220, 30),  # yellow
+    (250, 230, 40),  # yellow
     (220, 40, 220),  # magenta
     (40, 210, 220),  # cyan
-    (245, 130, 20),  # orange
+    (250, 125, 0),  # orange
     (120, 40, 170),  # purple
 )
-PALETTE_MIN_DISTANCE = 90.0  # the least Euclidean RGB distance between two palette colours
+PALETTE_MIN_DISTANCE = 100.0  # the least Euclidean RGB distance between two palette colours
 # The most of a camera frame drawn over the background: number, name, clock and moving square.
 MAX_MARKED_FRACTION = 0.2
 SCREEN_BACKGROUND: RGB = (250, 250, 250)
