@@ -3,9 +3,15 @@
     recorder render --layout SIDEBAR --theme LIGHT --participants 3 --screen-share --out x.png
     recorder render --contact-sheet --out sheet.png
 
+    recorder render --duration 10 --participants 4 --clapper --quality high --out room.mp4
+
 A PNG is one frame exactly as the recorder would encode it (real layout code, real compositor,
 synthetic cameras at `--at` seconds). The contact sheet draws the same room in every layout and
 theme, captioned, to review a visual change at a glance (docs/goldens.md).
+
+With `--duration`, the whole offline pipeline records the room instead (`recorder.media.offline`:
+synthetic participants -> timeline -> layouts -> compositor, mixer -> encoder) into a fragmented
+MP4 (or M4A with `--mode audio`), printing its progress.
 
 Participants are numbered from 1, as on screen: `--muted 2 --speaking 1,3` mutes participant 2
 and makes 1 and 3 speak. Participant 1 is the one who shares a screen.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
@@ -25,9 +32,13 @@ from PIL import Image, ImageDraw
 
 from layouts.model import DEFAULT_GRID_SIZE, MAX_GRID_SIZE, LayoutType, Orientation, Theme
 from layouts.text import font
-from recorder.errors import ExitCode
+from recorder.errors import ExitCode, MediaError
 from recorder.media.compositor import Compositor, frame_to_rgb
-from recorder.presets import Quality
+from recorder.media.encoder import EncoderSettings
+from recorder.media.offline import render as render_offline
+from recorder.media.offline import scripted_participants
+from recorder.presets import PRESETS, Mode, Quality
+from recorder.testing.sources import Sound
 from recorder.testing.stills import StillSpec, render_still
 
 HELP = "draw one composited frame of a made-up room (or a contact sheet of all layouts) to PNG"
@@ -96,6 +107,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="every layout x theme of this room in one captioned image",
     )
+    recording = parser.add_argument_group("recording (with --duration: MP4/M4A instead of PNG)")
+    recording.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="record this long into --out"
+    )
+    recording.add_argument("--mode", type=_enum(Mode), default=Mode.VIDEO_AND_AUDIO)
+    recording.add_argument(
+        "--clapper", action="store_true", help="participant 1 flashes and beeps every second"
+    )
+    recording.add_argument(
+        "--sound", type=_enum(Sound), default=Sound.SPEECH, help="the others' microphones"
+    )
+    recording.add_argument(
+        "--join-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="participant n joins at (n - 1) times this (default: all at the start)",
+    )
 
 
 def spec_from_args(args: argparse.Namespace) -> StillSpec:
@@ -122,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"recorder render: {error}", file=sys.stderr)
         return ExitCode.INVALID_JOB
+    if args.duration is not None:
+        return render_recording(spec, args)
     if args.contact_sheet:
         write_png(contact_sheet(spec, args.at), args.out)
     else:
@@ -166,3 +197,51 @@ def contact_sheet(spec: StillSpec, t: float = 0.0) -> np.ndarray:
 def write_png(rgb: np.ndarray, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(out)
+
+
+def render_recording(spec: StillSpec, args: argparse.Namespace) -> int:
+    """`--duration`: record the room through the offline pipeline, with a progress line."""
+    unsupported = [
+        flag
+        for flag, used in (
+            ("--screen-share", spec.screen_share),
+            ("--speaking", spec.speaking),
+            ("--contact-sheet", args.contact_sheet),
+        )
+        if used
+    ]
+    if unsupported or args.duration <= 0 or args.join_every < 0:
+        problem = f"{', '.join(unsupported)} cannot be recorded (yet)" if unsupported else ""
+        problem = problem or "--duration must be positive and --join-every not negative"
+        print(f"recorder render: {problem}", file=sys.stderr)
+        return ExitCode.INVALID_JOB
+    settings = EncoderSettings.for_preset(
+        PRESETS[spec.quality], args.mode, spec.orientation, queue_max_wait_s=None
+    )
+    participants = scripted_participants(
+        spec, clapper=args.clapper, sound=args.sound, join_every_s=args.join_every
+    )
+    started = time.perf_counter()
+
+    def progress(done_s: float) -> None:
+        done_s = min(done_s, args.duration)
+        if round(done_s * settings.fps) % settings.fps == 0 or done_s >= args.duration:
+            speed = done_s / max(time.perf_counter() - started, 1e-9)
+            end = "\n" if done_s >= args.duration else ""
+            print(
+                f"\rrender: {done_s:.1f}/{args.duration:.1f} s ({speed:.1f}x real time)",
+                end=end,
+                file=sys.stderr,
+                flush=True,
+            )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        render_offline(
+            args.out, participants, settings, spec.layout_spec, args.duration, progress=progress
+        )
+    except MediaError as error:
+        print(f"recorder render: {error.message}", file=sys.stderr)
+        return ExitCode.FAILED
+    print(args.out)
+    return ExitCode.OK
