@@ -10,13 +10,16 @@ small (320x180 cameras): the canvas, not the sources, is what each quality chang
 
 from __future__ import annotations
 
+import argparse
+import shutil
 from pathlib import Path
 
 import av
 import pytest
 
-from layouts.model import LayoutSpec, Rect
+from layouts.model import LayoutSpec, LayoutType, Rect
 from layouts.scene import plan_frame
+from recorder.bench import pipeline as pipeline_bench
 from recorder.cli import main
 from recorder.inspect import iter_video_frames, measure_sync, presence, probe
 from recorder.media.clock import ManualClock, RecordingClock
@@ -241,3 +244,49 @@ def test_render_command_records_an_mp4(tmp_path: Path) -> None:
     assert report.video is not None and (report.video.width, report.video.height) == (854, 480)
     assert report.video.packets == 30 and report.audio is not None
     assert main([*args, "--speaking", "1", "--out", str(out)]) == 2  # not recordable (yet)
+
+
+def test_pipeline_bench_reports_every_case_and_skips_ffmpeg_when_absent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg here; python is run by full path
+    args = argparse.Namespace(
+        quality=[Quality.LOW], layout=[LayoutType.GRID], frames=10, content="synthetic"
+    )
+    report = pipeline_bench.run(args)
+    assert report["ffmpeg"] == "not found: comparison skipped"
+    (row,) = report["results"]  # type: ignore[misc]
+    assert row["ffmpeg"] is None and row["full_vs_ffmpeg"] is None
+    for case in ("encode", "full"):
+        assert row[case]["frames"] == 10 and row[case]["cpu_s"] > 0
+        assert row[case]["peak_rss_mib"] > 10
+    assert set(row["full"]["stages"]) >= {"mix", "plan", "compose", "put"}
+    assert row["full_vs_encode"] == pytest.approx(
+        row["encode"]["cpu_s"] / row["full"]["cpu_s"], abs=0.001
+    )
+    assert "low     GRID" in pipeline_bench.format_table(report)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg binary to compare with")
+def test_the_ffmpeg_reference_makes_the_same_kind_of_file(tmp_path: Path) -> None:
+    participants = pipeline_bench.bench_room()
+    inputs = pipeline_bench.write_ffmpeg_inputs(participants, tmp_path)
+    out = tmp_path / "ffmpeg.mp4"
+    command = pipeline_bench.ffmpeg_command(
+        Quality.LOW,
+        LayoutType.SIDEBAR,
+        participants=participants,
+        inputs=inputs,
+        frames=15,
+        out=out,
+    )
+    result = pipeline_bench.run_ffmpeg(command, Quality.LOW, LayoutType.SIDEBAR, 15)
+    assert result.cpu_s > 0 and result.frames == 15
+    report = probe(out)
+    assert report.video is not None and report.video.packets == 15
+    assert (report.video.width, report.video.height) == (854, 480)
+    settings = pipeline_bench.bench_settings(Quality.LOW)
+    options = report.x264_options
+    assert options["threads"] == "1" and options["keyint"] == str(settings.keyframe_interval_frames)
+    assert options["bitrate"] == str(settings.video_bitrate_bps // 1000)
+    assert report.audio is not None and report.audio.codec == "aac"

@@ -77,11 +77,19 @@ def _room() -> list[ParticipantView]:
     ]
 
 
-def measure(quality: Quality, changing: bool, frames: int = DEFAULT_FRAMES) -> ComposeResult:
-    """Compose `frames` frames of the benchmark room at `quality` and time each one."""
+def measure(
+    quality: Quality,
+    changing: bool,
+    frames: int = DEFAULT_FRAMES,
+    layout: LayoutType = LayoutType.GRID,
+) -> ComposeResult:
+    """Compose `frames` frames of the benchmark room at `quality` and time each one.
+
+    `layout` other than GRID is for the pipeline benchmark (`recorder.bench.pipeline`).
+    """
     canvas = PRESETS[quality].landscape
     feeds = _room()
-    spec = LayoutSpec(type=LayoutType.GRID, theme=Theme.DEFAULT)
+    spec = LayoutSpec(type=layout, theme=Theme.DEFAULT)
     plan_start = time.perf_counter()
     plan_rounds = 50
     for _ in range(plan_rounds):

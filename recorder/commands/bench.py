@@ -1,9 +1,10 @@
 """`recorder bench`: how much of one core this machine needs per recording, by quality.
 
 Each mode is a module under `recorder.bench` (see its docstring); `--compose` times the
-compositor. With no mode flag every mode runs. The report goes to standard output as a table and,
-with `--json PATH`, to a file, with a description of the machine, so capacity planning can size
-workers per core from it (DESIGN.md "One recording, one process").
+compositor, `--pipeline` the whole pipeline against encode-only and ffmpeg (each case in its own
+process pinned to one CPU). With no mode flag every mode runs. The report goes to standard
+output as a table and, with `--json PATH`, to a file, with a description of the machine, so
+capacity planning can size workers per core from it (DESIGN.md "One recording, one process").
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from pathlib import Path
 
 import av
 
+from layouts.model import LayoutType
 from recorder.errors import ExitCode
 from recorder.presets import Quality
 
-HELP = "measure the cost per frame of composing (per quality) on one core of this machine"
+HELP = (
+    "measure on one core of this machine the cost of composing and of the whole pipeline "
+    "(against encode-only and ffmpeg), per quality"
+)
 
 # flag name -> module under recorder.bench; a new mode adds a line here.
 MODES: dict[str, str] = {
     "compose": "recorder.bench.compose",
+    "pipeline": "recorder.bench.pipeline",
 }
 
 
@@ -40,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--frames", type=int, default=300, help="frames timed per case (default 300)"
+    )
+    parser.add_argument(
+        "--layout",
+        type=LayoutType,
+        action="append",
+        choices=list(LayoutType),
+        help="--pipeline: a layout to measure (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--content",
+        choices=("synthetic", "textured"),
+        default="synthetic",
+        help="--pipeline: the cameras: the project's synthetic ones, or camera-like texture",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
 
