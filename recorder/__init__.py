@@ -1,3 +1,3 @@
-"""room-recorder: one hidden WebRTC peer per recording that composites, mixes, encodes and uploads."""
+"""room-recorder: one hidden WebRTC peer per recording; composites, mixes, encodes, uploads."""
 
 __version__ = "0.1.0"
