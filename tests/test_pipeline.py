@@ -11,19 +11,22 @@ small (320x180 cameras): the canvas, not the sources, is what each quality chang
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from layouts.model import LayoutSpec, LayoutType, Rect
 from layouts.scene import plan_frame
 from recorder.bench import pipeline as pipeline_bench
+from recorder.bench import presets as presets_bench
 from recorder.cli import main
 from recorder.inspect import iter_video_frames, measure_sync, presence, probe
 from recorder.media.clock import ManualClock, RecordingClock
-from recorder.media.encoder import Encoder, EncoderSettings
+from recorder.media.encoder import X264_PRESETS, Encoder, EncoderSettings
 from recorder.media.engine import MediaEngine
 from recorder.media.fmp4 import BoxScanner, durable_length
 from recorder.media.offline import OFFLINE_PLAYOUT, ScriptedParticipant, ScriptedRoom, render
@@ -290,3 +293,20 @@ def test_the_ffmpeg_reference_makes_the_same_kind_of_file(tmp_path: Path) -> Non
     assert options["threads"] == "1" and options["keyint"] == str(settings.keyframe_interval_frames)
     assert options["bitrate"] == str(settings.video_bitrate_bps // 1000)
     assert report.audio is not None and report.audio.codec == "aac"
+
+
+def test_presets_bench_scores_each_preset_against_the_composed_frames() -> None:
+    args = argparse.Namespace(quality=[Quality.LOW], frames=10, content="textured")
+    affinity = os.sched_getaffinity(0)
+    report = presets_bench.run(args)
+    assert os.sched_getaffinity(0) == affinity  # the pin is undone afterwards
+    rows = report["results"]
+    assert [r["preset"] for r in rows] == list(presets_bench.COMPARED_PRESETS)  # type: ignore[union-attr]
+    assert [r["preset"] for r in rows if r["chosen"]] == [X264_PRESETS[Quality.LOW]]  # type: ignore[union-attr]
+    for row in rows:  # type: ignore[union-attr]
+        assert row["cpu_ms_per_frame"] > 0 and row["frames"] == 10
+        assert 15 < row["psnr_y_min_db"] <= row["psnr_y_mean_db"] < presets_bench.MAX_PSNR_DB
+    source = np.full((4, 4), 100, np.uint8)
+    assert presets_bench.psnr_db(source, source) == presets_bench.MAX_PSNR_DB
+    off_by_one = source + 1  # MSE 1: 20 log10(255)
+    assert presets_bench.psnr_db(off_by_one, source) == pytest.approx(48.13, abs=0.01)

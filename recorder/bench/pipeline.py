@@ -239,21 +239,28 @@ def bench_scene(
     return scene
 
 
+def composed_canvases(
+    quality: Quality, layout: LayoutType, participants: list[ScriptedParticipant]
+) -> list[av.VideoFrame]:
+    """The room composed once per frame of the cameras' cycle: what encode-only encodes."""
+    scene = bench_scene(quality, layout, participants)
+    compositor = Compositor(bench_settings(quality).canvas)
+    return [
+        compositor.compose(
+            scene,
+            {p.camera_feed: p.source.frames[i] for p in participants},  # type: ignore[attr-defined]
+        )
+        for i in range(CYCLE_FRAMES)
+    ]
+
+
 # -- cases, each in its own process -----------------------------------------------------------
 def _encode_case(
     quality: Quality, layout: LayoutType, frames: int, out: Path, content: str
 ) -> tuple[float, float, dict[str, float] | None]:
     participants = bench_room(content)
     settings = bench_settings(quality)
-    scene = bench_scene(quality, layout, participants)
-    compositor = Compositor(settings.canvas)
-    cameras = [p.source for p in participants]
-    canvases = [
-        compositor.compose(
-            scene, {p.camera_feed: c.frames[i] for p, c in zip(participants, cameras, strict=True)}
-        )
-        for i in range(CYCLE_FRAMES)
-    ]
+    canvases = composed_canvases(quality, layout, participants)
     mixer = Mixer()
     second = AUDIO_SAMPLE_RATE_HZ
     voices = {
@@ -524,6 +531,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "room": f"{PARTICIPANTS} participants, {SOURCE.width}x{SOURCE.height} {content} cameras "
         f"({CYCLE_FRAMES}-frame cycles), participant {MUTED_PARTICIPANT} muted, speech-like audio",
         "pinned_cpu": bench_cpu(),
+        # Held by every case's process besides the recorder's own memory: subtract it from
+        # peak RSS to size a live worker (which holds a few frames per feed instead).
+        "premade_sources_mib": round(
+            PARTICIPANTS * CYCLE_FRAMES * SOURCE.width * SOURCE.height * 3 / 2 / BYTES_PER_MIB
+        ),
         "threads": 1,
         "frames": frames,
         "ffmpeg": _ffmpeg_version(ffmpeg) if ffmpeg else "not found: comparison skipped",

@@ -1,10 +1,11 @@
 """`recorder bench`: how much of one core this machine needs per recording, by quality.
 
-Each mode is a module under `recorder.bench` (see its docstring); `--compose` times the
+Each mode is a module under `recorder.bench` (see its docstring): `--compose` times the
 compositor, `--pipeline` the whole pipeline against encode-only and ffmpeg (each case in its own
-process pinned to one CPU). With no mode flag every mode runs. The report goes to standard
-output as a table and, with `--json PATH`, to a file, with a description of the machine, so
-capacity planning can size workers per core from it (DESIGN.md "One recording, one process").
+process pinned to one CPU), `--presets` compares x264 speed presets. With no mode flag every mode
+runs. The report goes to standard output as a table and, with `--json PATH`, to a file, with a
+description of the machine, so capacity planning can size workers per core from it (DESIGN.md
+"One recording, one process").
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ HELP = (
 MODES: dict[str, str] = {
     "compose": "recorder.bench.compose",
     "pipeline": "recorder.bench.pipeline",
+    "presets": "recorder.bench.presets",
 }
 
 
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--content",
         choices=("synthetic", "textured"),
         default="synthetic",
-        help="--pipeline: the cameras: the project's synthetic ones, or camera-like texture",
+        help="--pipeline, --presets: the project's synthetic cameras, or camera-like texture",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
 

@@ -67,10 +67,11 @@ VIDEO_COLOR_RANGE_LIMITED = 1  # AVCOL_RANGE_MPEG, 16..235
 AUDIO_CODEC = "aac"  # FFmpeg's native AAC-LC encoder
 AUDIO_CHANNELS = 2
 AUDIO_LAYOUT = "stereo"
-# The x264 speed preset per quality, chosen by measurement (docs/performance.md): on one core,
-# veryfast gives ~1.5 dB more PSNR than superfast at the same bitrate for 1.7-1.8x the CPU, and
-# superfast ~5-7 dB more than ultrafast for 1.9x. veryfast where a core encodes it at 2x real time
-# or more (low, med); superfast for 1080p, where veryfast barely keeps up with real time.
+# The x264 speed preset per quality, chosen by measurement (docs/performance.md, `recorder bench
+# --presets`): at the same bitrate on camera-like content, veryfast gives 1.5-2 dB more PSNR than
+# superfast for 1.7-1.9x the CPU, superfast 3-6 dB more than ultrafast for ~2x. veryfast where one
+# core encodes it at 2x real time or more (low, med); superfast for 1080p, where veryfast leaves
+# one core only 1.2x real time for everything else.
 X264_PRESETS: dict[Quality, str] = {
     Quality.LOW: "veryfast",
     Quality.MED: "veryfast",
