@@ -233,6 +233,11 @@ def test_durable_reports_only_grow_and_never_cover_bytes_that_change(tmp_path: P
     assert sizes == sorted(sizes) and len(sizes) >= 6
     final = path.read_bytes()
     assert sizes[-1] == len(final) == encoder.durable_bytes == encoder.stats.durable_bytes
+    # One report per media fragment (the init segment alone is not reported), then the close.
+    first = BoxScanner()
+    first.feed(final[: sizes[0]])
+    assert first.fragments == 1
+    assert len(sizes) == encoder.stats.fragments + 1 and sizes[-2] < sizes[-1]
     for size, digest in reports:
         assert hashlib.sha256(final[:size]).hexdigest() == digest
         # Each report ends exactly on a playable boundary.

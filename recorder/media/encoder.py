@@ -8,8 +8,10 @@ fragment is self-contained (`moof` + `mdat`) and written once, never rewritten, 
 * a file cut anywhere (a crash, a full disk) plays up to its last complete fragment, and a
   fragment is never longer than `KEYFRAME_INTERVAL_S` (video: a fragment per keyframe; audio:
   one every `AUDIO_FRAGMENT_S`), so a crash loses at most that;
-* the uploader can send the file while it grows: after each complete fragment the encoder reports
-  the durable size (`on_durable`, `durable_bytes`), and bytes below it never change.
+* the uploader can send the file while it grows: after each complete media fragment the encoder
+  reports the durable size (`on_durable`, called on the encoder thread; `durable_bytes`), and
+  bytes below it never change. The first report is also the moment the first frames are in the
+  file; `close()` reports the final size (the trailing `mfra` index included).
 
 Muxer flags, decided by test (tests/test_encoder.py): `frag_keyframe+delay_moov+default_base_moof`.
 `empty_moov` writes the moov before any packet, so it cannot carry an edit list: the muxer then
@@ -223,7 +225,10 @@ class _ScanningWriter:
                 raise MediaError("the spool file refused a write (non-blocking file?)")
             view = view[written:]
         self.bytes_written += len(data)
-        if self.scanner.feed(data):
+        fragments = self.scanner.fragments
+        # Reported per media fragment: the init segment alone holds no media, so the first
+        # report also means "the first frames are in the file" (the STARTED condition).
+        if self.scanner.feed(data) and self.scanner.fragments > fragments:
             self._on_durable(self.scanner.durable_bytes)
         return len(data)
 
