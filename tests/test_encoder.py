@@ -27,6 +27,7 @@ from recorder.errors import MediaError
 from recorder.inspect import iter_video_frames, measure_sync, probe
 from recorder.media.encoder import (
     AUDIO_FRAGMENT_S,
+    EARLY_KEYFRAME_INDEXES,
     QUEUE_CAPACITY_ITEMS,
     VBV_BUFFER_S,
     VBV_MAXRATE_RATIO,
@@ -146,8 +147,9 @@ def test_keyframes_at_most_every_two_seconds_and_every_frame_decodes_in_order(
     assert report.video.keyframe_spacing_max_s is not None
     assert report.video.keyframe_spacing_max_s <= KEYFRAME_INTERVAL_S + 1e-9
     assert report.video.keyframes >= 3  # 5.2 s needs at least three GOPs
-    # One fragment per keyframe: no fragment is longer than the keyframe interval.
-    assert report.fragments == report.video.keyframes
+    # One fragment per keyframe but the first forced one, which writes only the moov: no
+    # fragment is longer than the keyframe interval.
+    assert report.fragments == report.video.keyframes - 1
     decoded = list(iter_video_frames(path))
     assert [f.pts * f.time_base for f in decoded] == [Fraction(i, FPS) for i in range(frames)]
     means = [float(f.to_ndarray()[: SMALL.height].mean()) for f in decoded]
@@ -200,7 +202,7 @@ def test_a_file_cut_anywhere_plays_up_to_its_last_complete_fragment(tmp_path: Pa
         complete_frames = sum(1 for pos in video_positions if pos < playable)
         decoded = list(iter_video_frames(truncated))
         assert len(decoded) >= complete_frames, f"cut at {cut}"
-        assert complete_frames >= FPS // 2  # the first fragment at least
+        assert complete_frames >= len(EARLY_KEYFRAME_INDEXES)  # the first fragment at least
         for index, frame in enumerate(decoded):
             assert frame.pts * frame.time_base == Fraction(index, FPS)
             luma = float(frame.to_ndarray()[: SMALL.height].mean())
@@ -245,6 +247,23 @@ def test_durable_reports_only_grow_and_never_cover_bytes_that_change(tmp_path: P
         cut.write_bytes(final[:size])
         assert durable_length(cut) == size
     assert encoder.stats.fragments == probe(path).fragments
+
+
+def test_the_first_fragment_is_short_so_the_first_frames_are_durable_at_once(
+    tmp_path: Path,
+) -> None:
+    # STARTED is told when the first frames are in the file: that must not wait a whole
+    # keyframe interval (2 s) for the first fragment to close.
+    path = tmp_path / "early.mp4"
+    reports: list[int] = []
+    encode_ramp(path, small_settings(), 3 * FPS, reports.append)
+    first = tmp_path / "first.mp4"
+    first.write_bytes(path.read_bytes()[: reports[0]])
+    decoded = list(iter_video_frames(first))
+    assert [float(f.pts * f.time_base) for f in decoded] == [0.0, 1 / FPS]
+    assert float(decoded[0].to_ndarray()[: SMALL.height].mean()) == pytest.approx(
+        FIRST_LUMA, abs=LUMA_TOLERANCE
+    )
 
 
 def test_audio_mode_writes_aac_only_in_fragmented_m4a(tmp_path: Path) -> None:

@@ -86,6 +86,12 @@ VBV_MAXRATE_RATIO = 1.5
 VBV_BUFFER_S = 2.0
 # Scene cuts (a layout change) may insert extra keyframes; x264 still forces one every keyint.
 X264_SCENECUT = 40
+# The first media fragment is cut short, so that the first frames are in the file (the STARTED
+# condition, and the first part an uploader may send) after x264's lookahead, ~0.6 s at 30 fps,
+# instead of a whole keyframe interval: keyframes are forced at these frame indexes. With
+# `delay_moov` the first keyframe boundary writes only the moov (the muxer needs the first packets
+# for the edit lists); the second closes a first fragment of two frames.
+EARLY_KEYFRAME_INDEXES = frozenset({1, 2})
 AUDIO_FRAGMENT_S = 1.0  # audio mode: a fragment per second (there are no video keyframes to cut at)
 
 VIDEO_MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof"
@@ -156,6 +162,7 @@ class EncoderSettings:
             f"keyint={keyint}",
             f"scenecut={X264_SCENECUT}",
             "open-gop=0",
+            "forced-idr=1",  # a forced keyframe (the first fragment's end) is an IDR
             f"vbv-maxrate={maxrate_kbps}",
             f"vbv-bufsize={bufsize_kbps}",
         ]
@@ -298,6 +305,8 @@ class Encoder:
             )
         frame.pts = index
         frame.time_base = self._video_time_base
+        if index in EARLY_KEYFRAME_INDEXES:
+            frame.pict_type = av.video.frame.PictureType.I
         self._last_video_index = index
         queued = self._put(_Item("video", frame))
         if queued:
