@@ -28,6 +28,10 @@ wall-clock duration. Skips are counted.
 
 Stop: `run` returns when `stop` is set or the requested duration is reached; it then flushes the
 mixer and closes the encoder (last fragment written), even when a tick failed.
+
+Live hooks: `set_layout` switches the layout from any thread (the next tick plans with it), and
+`on_tick`, called on the media thread after every tick, tells the recording what the tick did
+(speech states, the feeds drawn) for its participant timeline, without a second loop.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -78,6 +82,19 @@ class Roster(Protocol):
 Feeder = Callable[[float], None]  # offline: push source frames due before this recording time
 
 
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one tick did, for `on_tick` (the live recording's participant timeline)."""
+
+    index: int
+    tick_s: float  # the tick's recording time (its video pts times the time base)
+    speech: Mapping[str, SpeechState]  # by audio feed id, after this tick's audio was mixed
+    shown: tuple[str, ...] | None  # feed ids drawn on this frame; None: no frame was composed
+
+
+TickObserver = Callable[[TickReport], None]
+
+
 @dataclass(slots=True)
 class EngineStats:
     """Counters and time per stage, for the run's summary line and the benchmark."""
@@ -115,7 +132,9 @@ class MediaEngine:
         encoder: Encoder,
         layout: LayoutSpec,
         feeder: Feeder | None = None,
+        on_tick: TickObserver | None = None,
     ) -> None:
+        """`on_tick` runs on the media thread after each tick: it must be quick and not block."""
         if clock.fps != encoder.settings.fps:
             raise ValueError(
                 f"clock ticks at {clock.fps} fps, the encoder at {encoder.settings.fps}"
@@ -128,6 +147,8 @@ class MediaEngine:
         self.encoder = encoder
         self.layout = layout
         self.feeder = feeder
+        self.on_tick = on_tick
+        self._observer_errors = 0
         self.mixer = Mixer()
         self.has_video = encoder.settings.has_video
         self.canvas = encoder.settings.canvas
@@ -168,13 +189,14 @@ class MediaEngine:
                         self._mix(late)
                         self.stats.ticks += 1
                         self.stats.skipped += 1
+                        self._report(late, None)
                     index = last
                     continue
                 self._feed(index)
                 self._mix(index)
-                if self.has_video:
-                    self._compose(index)
+                shown = self._compose(index) if self.has_video else None
                 self.stats.ticks += 1
+                self._report(index, shown)
                 index += 1
         finally:
             self._close()
@@ -194,6 +216,14 @@ class MediaEngine:
 
         self._thread = threading.Thread(target=target, name="media", daemon=True)
         self._thread.start()
+
+    def set_layout(self, layout: LayoutSpec) -> None:
+        """Switch the layout mid-recording, from any thread; the next tick plans with it.
+
+        One reference assignment of a frozen value: the media thread reads either the old
+        layout or the new one, never a mix.
+        """
+        self.layout = layout
 
     def stop(self, timeout_s: float = ENGINE_STOP_TIMEOUT_S) -> EngineStats:
         """Stop ticking, flush, close the file; the counters. Idempotent.
@@ -228,9 +258,10 @@ class MediaEngine:
             self.encoder.put_audio(frame)
         self.stats.encode_put_s += time.perf_counter() - mixed
 
-    def _compose(self, index: int) -> None:
+    def _compose(self, index: int) -> tuple[str, ...] | None:
+        """Compose and encode frame `index`; the feed ids it drew."""
         if self.compositor is None:
-            return
+            return None
         started = time.perf_counter()
         tick_s = self.clock.tick_s(index)
         views = self._views(tick_s - self._roster_delay_s)
@@ -247,6 +278,17 @@ class MediaEngine:
         self.stats.compose_s += composed - planned
         self.stats.encode_put_s += time.perf_counter() - composed
         self.stats.composed += 1
+        return self._selection.shown
+
+    def _report(self, index: int, shown: tuple[str, ...] | None) -> None:
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick(TickReport(index, self.clock.tick_s(index), self.mixer.speech(), shown))
+        except Exception:  # bookkeeping must never stop the media; say so once, count the rest
+            self._observer_errors += 1
+            if self._observer_errors == 1:
+                log.exception("media: the tick observer failed; the recording goes on")
 
     def _views(self, roster_s: float) -> list[ParticipantView]:
         speech = self.mixer.speech()
