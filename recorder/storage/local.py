@@ -56,6 +56,7 @@ class LocalSink:
             try:
                 async for chunk in reader.chunks(COPY_CHUNK_BYTES):
                     await asyncio.to_thread(file.write, chunk.data)
+                    progress.stored(len(chunk.data))
                 await asyncio.to_thread(_flush_and_sync, file)
             finally:
                 file.close()

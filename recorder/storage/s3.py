@@ -155,6 +155,7 @@ class _Upload:
     content_type: str
     spool: Path
     hurry: threading.Event | None
+    progress: SpoolProgress | None = None  # told of each part sent (the upload-lag metric)
     upload_id: str | None = None
     parts: dict[int, _Part] = field(default_factory=dict)
     deferred: list[_Part] = field(default_factory=list)
@@ -213,7 +214,9 @@ class S3Sink:
         hurry: threading.Event | None = None,
     ) -> StoredObject:
         check_key(key)
-        upload = _Upload(key=key, content_type=content_type, spool=spool, hurry=hurry)
+        upload = _Upload(
+            key=key, content_type=content_type, spool=spool, hurry=hurry, progress=progress
+        )
         reader = SpoolReader(spool, progress)
         try:
             await self._stream_parts(upload, reader)
@@ -327,6 +330,8 @@ class S3Sink:
             arguments["ChecksumSHA256"] = base64.b64encode(part.sha256).decode("ascii")
         response = await self._call("upload_part", arguments, hurry=upload.hurry)
         part.etag = str(response["ETag"])
+        if upload.progress is not None:
+            upload.progress.stored(part.length)
         log.debug("part %d of %s sent (%d bytes)", part.number, upload.key, part.length)
 
     async def _complete(self, upload: _Upload) -> None:

@@ -43,6 +43,7 @@ class SpoolProgress:
         self._lock = threading.Lock()
         self._durable_bytes = 0
         self._finished = False
+        self._stored_bytes = 0  # reported by the sink: how much is at the final place already
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     @classmethod
@@ -59,6 +60,21 @@ class SpoolProgress:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    @property
+    def stored_bytes(self) -> int:
+        """How many bytes the sink has stored so far (sent parts, copied chunks)."""
+        return self._stored_bytes
+
+    @property
+    def upload_lag_bytes(self) -> int:
+        """Durable bytes not stored yet: how far the upload is behind the recording."""
+        return max(0, self._durable_bytes - self._stored_bytes)
+
+    def stored(self, size_bytes: int) -> None:
+        """The sink stored `size_bytes` more of the spool (for the upload-lag metric only)."""
+        with self._lock:
+            self._stored_bytes += size_bytes
 
     def advance(self, durable_bytes: int) -> None:
         """The first `durable_bytes` of the file are complete fragments and will not change."""
