@@ -321,14 +321,16 @@ async def run_demo(
     return demo.outcome
 
 
-async def join_demo_room(url: str, count: int) -> dict[int, RoomParticipant]:
+async def join_demo_room(
+    url: str, count: int, camera: VideoFormat = CAMERA_FORMAT
+) -> dict[int, RoomParticipant]:
     """Participants 1..`count` joined and publishing camera and microphone, by number."""
     room: dict[int, RoomParticipant] = {}
     try:
         for number in range(1, count + 1):
             participant = await join(url, demo_name(number))
             room[number] = participant
-            for kind, track in paced_tracks(demo_participant(number, count)).items():
+            for kind, track in paced_tracks(demo_participant(number, count, camera)).items():
                 await participant.publish(kind, track)
     except BaseException:
         await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)

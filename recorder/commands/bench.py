@@ -2,10 +2,11 @@
 
 Each mode is a module under `recorder.bench` (see its docstring): `--compose` times the
 compositor, `--pipeline` the whole pipeline against encode-only and ffmpeg (each case in its own
-process pinned to one CPU), `--presets` compares x264 speed presets. With no mode flag every mode
-runs. The report goes to standard output as a table and, with `--json PATH`, to a file, with a
-description of the machine, so capacity planning can size workers per core from it (DESIGN.md
-"One recording, one process").
+process pinned to one CPU), `--presets` compares x264 speed presets, `--live` records a live
+room over WebRTC and measures the worker process (`--frames` at 30 fps is its length). With no
+mode flag every mode runs. The report goes to standard output as a table and, with `--json PATH`,
+to a file, with a description of the machine, so capacity planning can size workers per core
+from it (DESIGN.md "One recording, one process").
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MODES: dict[str, str] = {
     "compose": "recorder.bench.compose",
     "pipeline": "recorder.bench.pipeline",
     "presets": "recorder.bench.presets",
+    "live": "recorder.bench.live",
 }
 
 

@@ -1,0 +1,239 @@
+"""A live room recorded end to end: real WebRTC on 127.0.0.1, the real worker process, the file
+checked by content.
+
+Three participants (a clapper and two colours, each with a tone of its own) are in the embedded
+room when one of them calls startRecording (GRID, `low`); a fourth, in its own process, joins
+late, publishes, and is then frozen (SIGSTOP: its media stops without a goodbye, its socket stays
+open until the room's heartbeat gives up on it); then stopRecording. The file must show each
+participant in the tile the layouts package computes for that moment, the late joiner appear,
+the frozen one turn into a placeholder and then leave the layout; the mix must hold every
+participant's tone while they are present; the clapper's beeps must be within two frames of its
+flashes; the duration must match the wall-clock span between STARTED and STOPPING; every
+participant must receive the statuses in order; and the recorder must never be listed.
+
+Wall time is inherent: about 10 s of recording plus the worker's start and stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from live_helpers import (
+    LIVE_CAMERA,
+    MICROPHONE,
+    STARTED_TIMEOUT_S,
+    STATUS_ORDER,
+    STOPPED_TIMEOUT_S,
+    StatusLog,
+    camera_feed,
+    file_time,
+    frames_at,
+    grid,
+    join_publishing,
+    manifest_of,
+    recording_time,
+    seen_in,
+    shows_colour,
+    tone_amplitude,
+    tone_participant,
+    until,
+    views,
+)
+
+from layouts.model import Rect, Theme
+from layouts.themes import theme_colors
+from recorder.cli import COMMANDS
+from recorder.client import RoomParticipant
+from recorder.embedded_room.protocol import DEFAULT_ROOM_ID
+from recorder.embedded_room.server import RoomServer
+from recorder.inspect import measure_sync, probe, read_audio
+from recorder.lifecycle import Status
+from recorder.presets import PRESETS, Quality
+from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR
+from recorder.storage.sink import S3_BUCKET_ENV_VAR
+from recorder.testing.audio import participant_tone_hz
+from recorder.testing.clapper import clapper_participant
+
+# Until the worker (`recorder run`) lands, there is nothing to record with.
+pytestmark = pytest.mark.skipif("run" not in COMMANDS, reason="`recorder run` has not landed yet")
+
+QUALITY = Quality.LOW
+CANVAS = PRESETS[QUALITY].landscape
+FPS = PRESETS[QUALITY].fps
+ALICE, BOB, KEVIN = 1, 2, 3  # palette indexes (the clapper has none: it is dark, or white)
+HELPERS = Path(__file__).with_name("live_helpers.py")
+BEFORE_LATE_JOIN_S = 3.0  # recorded before the fourth participant joins
+BEFORE_FREEZE_S = 2.5  # the late joiner publishes this long before it freezes
+AFTER_LEAVE_S = 1.5  # recorded after the frozen one left, so its removal is in the file
+LEAVE_TIMEOUT_S = 15.0  # the room's heartbeat gives up on a frozen client within ~2 x 5 s
+# The layout follows the room within a second (issue 4): a join, a leave, a camera that stops.
+LAYOUT_REACTS_S = 1.0
+# The placeholder replaces a frozen camera once its last frame is stale (the timeline's 1.5 s)
+# plus the playout delay; it must be on screen for a while before the participant is removed.
+MIN_PLACEHOLDER_FRAMES = 5
+# The placeholder is the theme's tile colour with the initials avatar in the middle (a sixth of
+# the region the checker reads): its median is the tile colour, 54 levels from the canvas colour
+# that the three-tile layout shows in that place.
+TILE = theme_colors(Theme.DEFAULT).tile_background
+TILE_MATCH = 20.0
+# Sync and duration tolerances (issue 4): A/V within two video frames; the file's duration within
+# half a second of the wall-clock span between STARTED and STOPPING.
+MAX_AV_OFFSET_S = 2 / FPS
+DURATION_TOLERANCE_S = 0.5
+# A present participant's tone is in the mix at about its sent amplitude (0.25) times the mix's
+# gain; an absent one contributes nothing but codec noise, far below this.
+AUDIBLE_TONE = 0.03
+SILENT_TONE = 0.005
+
+
+async def _spawn_publisher(
+    url: str, name: str, index: int
+) -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(HELPERS), "publisher", url, name, str(index),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), STARTED_TIMEOUT_S)
+    words = line.decode().split()
+    assert words and words[0] == "READY", line
+    return process, words[1]
+
+
+def _inner(a: Rect, b: Rect) -> Rect:
+    """The overlap of two rectangles (where a tile is in both layouts)."""
+    x, y = max(a.x, b.x), max(a.y, b.y)
+    return Rect(x, y, min(a.right, b.right) - x, min(a.bottom, b.bottom) - y)
+
+
+@pytest.mark.slow
+async def test_a_live_room_is_recorded_with_everyone_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OUTPUT_DIR_ENV_VAR, str(tmp_path / "recordings"))
+    monkeypatch.delenv(S3_BUCKET_ENV_VAR, raising=False)
+    log = StatusLog()
+    everyone: list[RoomParticipant] = []
+    kevin_process: asyncio.subprocess.Process | None = None
+    async with RoomServer() as server:
+        try:
+            clapper = await join_publishing(
+                server.url, clapper_participant("Clapper", LIVE_CAMERA, MICROPHONE)
+            )
+            alice = await join_publishing(server.url, tone_participant(ALICE, "Alice"))
+            bob = await join_publishing(server.url, tone_participant(BOB, "Bob"))
+            everyone += [clapper, alice, bob]
+            for participant in everyone:
+                log.attach(participant)
+            recording_id = await alice.start_recording(
+                config={"layout": {"type": "GRID"}, "quality": str(QUALITY)}
+            )
+            await until(lambda: log.everyone_saw(Status.STARTED), STARTED_TIMEOUT_S)
+            names = {"Clapper", "Alice", "Bob"}
+            # The recorder is in the room (it receives everyone) and nobody lists it.
+            assert set(server.participant_names(DEFAULT_ROOM_ID)) == names
+            for participant in everyone:
+                assert {p.name for p in participant.participants.values()} == names
+
+            await recording_time(BEFORE_LATE_JOIN_S, log)
+            kevin_process, kevin_id = await _spawn_publisher(server.url, "Kevin", KEVIN)
+            joined_wall = time.time()
+            await until(lambda: "Kevin" in {p.name for p in alice.participants.values()})
+            await recording_time(BEFORE_FREEZE_S, log)
+            kevin_process.send_signal(signal.SIGSTOP)  # no goodbye, no media, socket left open
+            frozen_wall = time.time()
+            await until(
+                lambda: "Kevin" not in server.participant_names(DEFAULT_ROOM_ID), LEAVE_TIMEOUT_S
+            )
+            left_wall = time.time()
+            assert set(server.participant_names(DEFAULT_ROOM_ID)) == names
+            await recording_time(AFTER_LEAVE_S, log)
+            await alice.stop_recording()
+            await until(lambda: log.everyone_saw(Status.STOPPED), STOPPED_TIMEOUT_S)
+        finally:
+            if kevin_process is not None and kevin_process.returncode is None:
+                kevin_process.kill()
+                await kevin_process.wait()
+            await asyncio.gather(*(p.leave() for p in everyone), return_exceptions=True)
+
+    # Statuses: every participant, each once, in the contract's order.
+    for participant in everyone:
+        assert log.statuses(participant.name) == STATUS_ORDER, participant.name
+
+    media = Path(os.environ[OUTPUT_DIR_ENV_VAR]) / f"{recording_id}.mp4"
+    manifest = manifest_of(media)
+    report = probe(media)
+    assert report.video is not None and report.audio is not None
+    assert (report.video.width, report.video.height) == (CANVAS.width, CANVAS.height)
+    assert (report.video.codec, report.audio.codec) == ("h264", "aac")
+    assert report.damage is None
+    span_s = (
+        log.first("Alice", Status.STOPPING).monotonic_s
+        - log.first("Alice", Status.STARTED).monotonic_s
+    )
+    assert report.video.duration_s == pytest.approx(span_s, abs=DURATION_TOLERANCE_S)
+
+    # Who is where, when (file time from the manifest's startedAt).
+    replay = grid(CANVAS)
+    clap_id, alice_id, bob_id = (camera_feed(p.id) for p in everyone)
+    kevin_feed = camera_feed(kevin_id)
+    three = replay.tiles(views([clap_id, alice_id, bob_id]))
+    four = replay.tiles(views([clap_id, alice_id, bob_id, kevin_feed]))
+    three_again = replay.tiles(views([clap_id, alice_id, bob_id]))
+    join_s, freeze_s, left_s = (
+        file_time(manifest, t) for t in (joined_wall, frozen_wall, left_wall)
+    )
+    before_join = [t for t in (0.5, 1.5, join_s - 0.5) if t > 0.2]
+    after_join = [join_s + LAYOUT_REACTS_S, freeze_s - 0.3]
+    after_left = [left_s + LAYOUT_REACTS_S]
+    sampled = frames_at(media, [*before_join, *after_join, *after_left])
+    for t in before_join:
+        frame = sampled[t]
+        assert (seen_in(frame, three[alice_id]), seen_in(frame, three[bob_id])) == (ALICE, BOB)
+        assert seen_in(frame, three[clap_id]) is None, f"at {t:.2f} s"
+    for t in after_join:  # the late joiner appears in the fourth tile; nobody else moves
+        frame = sampled[t]
+        seen = [seen_in(frame, four[f]) for f in (alice_id, bob_id, kevin_feed)]
+        assert seen == [ALICE, BOB, KEVIN], f"at {t:.2f} s"
+    for t in after_left:  # the frozen one is gone: the three-tile layout again
+        frame = sampled[t]
+        seen = [seen_in(frame, three_again[f]) for f in (alice_id, bob_id)]
+        assert seen == [ALICE, BOB], f"at {t:.2f} s"
+        assert seen_in(frame, four[kevin_feed]) != KEVIN
+
+    # Between the freeze and the leave, Kevin's tile shows the placeholder, not his last frame.
+    window = frames_at(media, [freeze_s + i / FPS for i in range(round((left_s - freeze_s) * FPS))])
+    placeholder = [
+        t for t, frame in window.items() if shows_colour(frame, four[kevin_feed], TILE, TILE_MATCH)
+    ]
+    assert len(placeholder) >= MIN_PLACEHOLDER_FRAMES, (freeze_s, left_s)
+    assert min(placeholder) <= freeze_s + 1.5 + LAYOUT_REACTS_S
+
+    # Audio: every participant's tone while they are present; the late joiner's only then.
+    samples, start_s, rate = read_audio(media)
+    whole = (1.0, min(join_s, span_s) - 0.2)
+    for index in (ALICE, BOB):
+        assert tone_amplitude(samples, start_s, rate, participant_tone_hz(index), whole) > (
+            AUDIBLE_TONE
+        )
+    kevin_hz = participant_tone_hz(KEVIN)
+    assert tone_amplitude(samples, start_s, rate, kevin_hz, whole) < SILENT_TONE
+    present = (join_s + LAYOUT_REACTS_S, freeze_s - 0.2)
+    assert tone_amplitude(samples, start_s, rate, kevin_hz, present) > AUDIBLE_TONE
+
+    # The clapper: every clap in the file paired, within two frames.
+    region = _inner(three[clap_id], four[clap_id])
+    sync = measure_sync(media, region=region)
+    assert len(sync.offsets_s) >= int(report.video.duration_s) - 2, sync.as_dict()
+    assert sync.max_abs_offset_s is not None and sync.max_abs_offset_s <= MAX_AV_OFFSET_S
+
+    # The manifest tells the same story (and the job the worker ran is the one asked for).
+    assert manifest["recordingId"] == recording_id
+    listed = {p["name"] for p in manifest["participants"]}  # type: ignore[union-attr]
+    assert listed == {"Clapper", "Alice", "Bob", "Kevin"}
