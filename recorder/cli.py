@@ -17,6 +17,7 @@ from recorder import __version__
 
 # name -> module; the order is the order of `recorder --help`.
 COMMANDS: dict[str, str] = {
+    "run": "recorder.commands.run",
     "demo": "recorder.commands.demo",
     "render": "recorder.commands.render",
     "schema": "recorder.commands.schema",
