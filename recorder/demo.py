@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 import numpy as np
 
 from layouts.model import LayoutType, Theme
@@ -62,6 +64,8 @@ TURN_SPEECH_ON_PROBABILITY = 0.85
 STARTED_TIMEOUT_S = 20.0  # launch, join, first frame in the file; a worker slower than this failed
 STOPPED_TIMEOUT_S = 60.0  # close the file, store it and the manifest
 STATUS_LINE_INTERVAL_S = 1.0
+WORKER_STATUS_TIMEOUT_S = 0.5  # a status line late by more than this is the room's instead
+LOOPBACK_HOST = "127.0.0.1"
 RECORDER_PARTICIPANT = 1  # participant 1 (Alice) starts and stops the recording
 
 
@@ -186,7 +190,10 @@ class DemoOptions:
     webhook_url: str | None = None
     aws_dir_path: str | None = None
     participants: int = DEFAULT_PARTICIPANTS
-    worker_command: tuple[str, ...] = DEFAULT_WORKER_COMMAND
+    # What startRecording launches; None: `recorder run` with its control endpoint, which the
+    # status line reads.
+    worker_command: tuple[str, ...] | None = None
+    worker_log: Path | None = None  # where the default worker logs; None: the terminal
 
     def config(self) -> dict[str, Any]:
         """The `config` of the startRecording call."""
@@ -303,21 +310,32 @@ async def run_demo(
     *,
     out: TextIO = sys.stdout,
     stop_early: asyncio.Event | None = None,
-    status_line: StatusLine | None = None,
 ) -> DemoOutcome:
     """Run the demo room and record it; what happened. Never raises for a failed recording.
 
-    `stop_early` (set by Ctrl-C) stops the recording before the duration is up. `status_line`
-    makes the live line (default: `room_status_line`).
+    `stop_early` (set by Ctrl-C) stops the recording before the duration is up.
     """
-    async with RoomServer(worker_command=options.worker_command) as server:
-        print(f"room: {server.url} (room {DEFAULT_ROOM_ID!r})", file=out, flush=True)
-        room = await join_demo_room(server.url, options.participants)
-        demo = _DemoRun(server, room, options, out, status_line or room_status_line)
-        try:
-            await demo.record(stop_early or asyncio.Event())
-        finally:
-            await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
+    status_line: StatusLine = room_status_line
+    worker_command = options.worker_command
+    worker_status: WorkerStatusLine | None = None
+    if worker_command is None:
+        port = free_loopback_port()
+        worker_command = worker_with_control(port, options.worker_log)
+        if options.worker_log is not None:
+            print(f"worker log: {options.worker_log}", file=out, flush=True)
+        status_line = worker_status = WorkerStatusLine(f"http://{LOOPBACK_HOST}:{port}/status")
+    try:
+        async with RoomServer(worker_command=worker_command) as server:
+            print(f"room: {server.url} (room {DEFAULT_ROOM_ID!r})", file=out, flush=True)
+            room = await join_demo_room(server.url, options.participants)
+            demo = _DemoRun(server, room, options, out, status_line)
+            try:
+                await demo.record(stop_early or asyncio.Event())
+            finally:
+                await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
+    finally:
+        if worker_status is not None:
+            await worker_status.close()
     return demo.outcome
 
 
@@ -477,6 +495,72 @@ async def room_status_line(server: RoomServer, elapsed_s: float) -> str:
     """The live line from what the room itself knows: time and who is in the room."""
     present = server.participant_names(DEFAULT_ROOM_ID)
     return f"recording {elapsed_s:5.1f} s | participants {len(present)}"
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for the worker's control endpoint)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def worker_with_control(port: int, log_path: Path | None = None) -> tuple[str, ...]:
+    """`recorder run` (the job on standard input) with its control endpoint on `port`.
+
+    With `log_path`, its log (standard error) is appended there instead of interleaving with
+    the demo's status line: `sh` redirects and then `exec`s the worker, so the process the
+    room signals is the worker itself.
+    """
+    *command, job_source = DEFAULT_WORKER_COMMAND
+    worker = (*command, "--control-port", str(port), job_source)
+    if log_path is None:
+        return worker
+    return ("/bin/sh", "-c", 'exec "$@" 2>>"$0"', str(log_path), *worker)
+
+
+class WorkerStatusLine:
+    """The live line from the worker's control endpoint (`GET /status` of `recorder run`).
+
+    The output frame rate is measured between two readings, the bitrate is the file's average so
+    far; drops are the worker's own counters (video ticks skipped by a late media thread,
+    encoder queue drops). Until the endpoint answers (the worker is starting), the room's line
+    stands in.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._session: aiohttp.ClientSession | None = None
+        self._last: tuple[float, int] | None = None  # (monotonic s, frames composed)
+
+    async def __call__(self, server: RoomServer, elapsed_s: float) -> str:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=WORKER_STATUS_TIMEOUT_S)
+            )
+        try:
+            async with self._session.get(self.url) as response:
+                status = await response.json()
+            frames, written = int(status["frames"]), int(status["bytes"])
+            drops = sum(int(count) for count in status["drops"].values())
+            present = len(status["participants"])
+            recorded_s = float(status["elapsedS"])
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+            return await room_status_line(server, elapsed_s)
+        now = time.monotonic()
+        fps = 0.0
+        if self._last is not None and now > self._last[0]:
+            fps = (frames - self._last[1]) / (now - self._last[0])
+        self._last = (now, frames)
+        # Bytes reach the file a fragment (up to 2 s) at a time: the average is the steady figure.
+        bitrate_kbps = written * 8 / recorded_s / 1000 if recorded_s > 0 else 0.0
+        return (
+            f"recording {recorded_s:5.1f} s | participants {present} | output {fps:4.1f} fps "
+            f"| {bitrate_kbps:5.0f} kb/s | drops {drops}"
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def report(outcome: DemoOutcome, out: TextIO) -> None:

@@ -15,8 +15,10 @@ import logging
 import shlex
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import TypeVar
 
 from layouts.model import LayoutType, Theme
@@ -42,6 +44,8 @@ E = TypeVar("E", bound=StrEnum)
 _DEFAULTS = DemoOptions()
 # The libraries' own chatter (ICE, DTLS, the room's joins) would bury the status line.
 QUIET_LOGGERS = ("aioice", "aiortc", "aiohttp", "recorder")
+# The worker's own log goes here unless -v (then it shares the terminal).
+WORKER_LOG_NAME = "room-recorder-demo-worker.log"
 
 
 def _enum(enum: type[E]) -> Callable[[str], E]:
@@ -88,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--worker-command",
-        default=shlex.join(DEFAULT_WORKER_COMMAND),
-        help="what startRecording launches, the job on its standard input (default: %(default)s)",
+        help="what startRecording launches, the job on its standard input (default: "
+        f"{shlex.join(DEFAULT_WORKER_COMMAND)}, with its control endpoint for the status line)",
     )
 
 
@@ -97,13 +101,18 @@ def run(args: argparse.Namespace) -> int:
     if args.duration < MIN_DURATION_S:
         print(f"recorder demo: --duration must be at least {MIN_DURATION_S:g} s", file=sys.stderr)
         return ExitCode.INVALID_JOB
-    worker_command = tuple(shlex.split(args.worker_command))
-    if not worker_command:
-        print("recorder demo: --worker-command must name a program", file=sys.stderr)
-        return ExitCode.INVALID_JOB
-    if not getattr(args, "verbose", False):
+    worker_command = None
+    if args.worker_command is not None:
+        worker_command = tuple(shlex.split(args.worker_command))
+        if not worker_command:
+            print("recorder demo: --worker-command must name a program", file=sys.stderr)
+            return ExitCode.INVALID_JOB
+    verbose = bool(getattr(args, "verbose", False))
+    worker_log = None
+    if not verbose:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        worker_log = Path(tempfile.gettempdir()) / WORKER_LOG_NAME
     options = DemoOptions(
         layout=args.layout,
         theme=args.theme,
@@ -114,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         aws_dir_path=args.aws_dir_path,
         participants=args.participants,
         worker_command=worker_command,
+        worker_log=worker_log,
     )
     return asyncio.run(_demo(options))
 
