@@ -41,7 +41,6 @@ from live_helpers import (
 
 from layouts.model import Rect, Theme
 from layouts.themes import theme_colors
-from recorder.cli import COMMANDS
 from recorder.client import RoomParticipant
 from recorder.client.media import paced_tracks
 from recorder.demo import screen_track
@@ -54,9 +53,6 @@ from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR
 from recorder.storage.sink import S3_BUCKET_ENV_VAR
 from recorder.testing.sources import VideoFormat
 from recorder.testing.video import SCREEN_BACKGROUND
-
-# Until the worker (`recorder run`) lands, there is nothing to record with.
-pytestmark = pytest.mark.skipif("run" not in COMMANDS, reason="`recorder run` has not landed yet")
 
 QUALITY = Quality.LOW
 CANVAS = PRESETS[QUALITY].landscape

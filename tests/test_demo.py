@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from layouts.model import LayoutType, Theme
-from recorder.cli import COMMANDS, build_parser
+from recorder.cli import build_parser
 from recorder.demo import (
     CAMERA_FORMAT,
     TURN_S,
@@ -141,7 +141,6 @@ def test_locations_follow_the_environment(tmp_path: Path) -> None:
     assert (media, manifest) == ("s3://bucket/rec2.m4a", "s3://bucket/rec2.json")
 
 
-@pytest.mark.skipif("run" not in COMMANDS, reason="the worker (`recorder run`) has not landed yet")
 def test_a_short_demo_records_a_playable_file_and_a_manifest(tmp_path: Path) -> None:
     """The whole product from the command line: `recorder demo --duration 5`, real worker."""
     env = {**os.environ, OUTPUT_DIR_ENV_VAR: str(tmp_path / "out")}

@@ -48,7 +48,6 @@ from live_helpers import (
 
 from layouts.model import Rect, Theme
 from layouts.themes import theme_colors
-from recorder.cli import COMMANDS
 from recorder.client import RoomParticipant
 from recorder.embedded_room.protocol import DEFAULT_ROOM_ID
 from recorder.embedded_room.server import RoomServer
@@ -59,9 +58,6 @@ from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR
 from recorder.storage.sink import S3_BUCKET_ENV_VAR
 from recorder.testing.audio import participant_tone_hz
 from recorder.testing.clapper import clapper_participant
-
-# Until the worker (`recorder run`) lands, there is nothing to record with.
-pytestmark = pytest.mark.skipif("run" not in COMMANDS, reason="`recorder run` has not landed yet")
 
 QUALITY = Quality.LOW
 CANVAS = PRESETS[QUALITY].landscape
