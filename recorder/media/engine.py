@@ -22,9 +22,11 @@ their first frame is due, not a playout delay before it with an avatar.
 
 Live lateness: if the loop finds itself more than `LATE_SKIP_AFTER_TICKS` behind the clock (a
 stall: CPU starvation, a long encoder wait), it skips composing the missed ticks, so it is back in
-step at once, but still mixes and encodes their audio, which the timeline holds: the file loses
-frames of video (a player holds the previous one: pts gaps), never audio, and keeps its
-wall-clock duration. Skips are counted.
+step at once, but still mixes and encodes their audio, which the timeline holds, and gives the
+encoder a copy of the last composed frame for each of them: the file stays constant frame rate
+(frame i has pts i, so keyframes stay at most `KEYFRAME_INTERVAL_S` apart and players see no
+gap), its video holds still for the stall, no audio is lost, and it keeps its wall-clock
+duration. Skips are counted.
 
 Stop: `run` returns when `stop` is set or the requested duration is reached; it then flushes the
 mixer and closes the encoder (last fragment written), even when a tick failed.
@@ -42,6 +44,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
+
+import av
 
 from layouts.model import LayoutSpec, ParticipantView
 from layouts.scene import plan_frame
@@ -101,7 +105,7 @@ class EngineStats:
 
     ticks: int = 0  # ticks run (audio mixed; video composed unless skipped or audio mode)
     composed: int = 0  # video frames composed and handed to the encoder
-    skipped: int = 0  # live: late ticks whose video was skipped
+    skipped: int = 0  # live: late ticks not composed (the last frame repeated)
     feed_s: float = 0.0  # offline: pushing source frames into the timeline
     mix_s: float = 0.0  # reading the timeline's audio and mixing it
     plan_s: float = 0.0  # roster, selection, geometry, scene
@@ -155,6 +159,7 @@ class MediaEngine:
         self.compositor = Compositor(self.canvas) if self.has_video else None
         self.stats = EngineStats()
         self._selection: Selection | None = None
+        self._last_frame: av.VideoFrame | None = None  # repeated on late ticks
         self._roster_delay_s = timeline.settings.playout_delay_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,6 +192,7 @@ class MediaEngine:
                     for late in range(index, last):
                         self._feed(late)
                         self._mix(late)
+                        self._repeat(late)
                         self.stats.ticks += 1
                         self.stats.skipped += 1
                         self._report(late, None)
@@ -274,11 +280,22 @@ class MediaEngine:
         out = self.compositor.compose(scene, frames)
         composed = time.perf_counter()
         self.encoder.put_video(out, index)
+        self._last_frame = out
         self.stats.plan_s += planned - started
         self.stats.compose_s += composed - planned
         self.stats.encode_put_s += time.perf_counter() - composed
         self.stats.composed += 1
         return self._selection.shown
+
+    def _repeat(self, index: int) -> None:
+        """A late tick's video: a copy of the last composed frame (the encoder owns each frame
+        it is given and stamps its pts, so the same object cannot go twice)."""
+        if self._last_frame is None:
+            return  # nothing composed yet: the file's first frame is still to come
+        started = time.perf_counter()
+        copy = av.VideoFrame.from_ndarray(self._last_frame.to_ndarray(), format="yuv420p")
+        self.encoder.put_video(copy, index)
+        self.stats.encode_put_s += time.perf_counter() - started
 
     def _report(self, index: int, shown: tuple[str, ...] | None) -> None:
         if self.on_tick is None:
