@@ -55,6 +55,10 @@ BOTO_MAX_ATTEMPTS = 3  # boto3's own tries per call, under each of our attempts
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # a part of 8 MiB at 2 Mbit/s takes ~35 s
 CHECKSUM_ENV_VAR = "RECORDER_S3_CHECKSUM"  # "sha256" (default) or "off"
+# The part size in bytes, from MIN_PART_SIZE_BYTES up (default PART_SIZE_BYTES). Smaller parts
+# start the streaming upload sooner (tests use the minimum to see parts sent while recording);
+# larger ones make fewer requests.
+PART_SIZE_ENV_VAR = "RECORDER_S3_PART_SIZE_BYTES"
 
 # Error codes worth another try; with any 5xx, 408 and 429, and connection errors and timeouts.
 RETRYABLE_ERROR_CODES = frozenset(
@@ -79,6 +83,7 @@ class S3Settings:
 
     bucket: str
     checksums: bool = True
+    part_size_bytes: int = PART_SIZE_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
@@ -89,7 +94,17 @@ class S3Settings:
         checksum = env.get(CHECKSUM_ENV_VAR, "sha256").strip().lower()
         if checksum not in ("sha256", "off"):
             raise StorageError(f"{CHECKSUM_ENV_VAR} must be 'sha256' or 'off', not {checksum!r}")
-        return cls(bucket=bucket, checksums=checksum == "sha256")
+        part_size = env.get(PART_SIZE_ENV_VAR, "").strip()
+        try:
+            part_size_bytes = int(part_size) if part_size else PART_SIZE_BYTES
+        except ValueError:
+            part_size_bytes = -1
+        if part_size_bytes < MIN_PART_SIZE_BYTES:
+            raise StorageError(
+                f"{PART_SIZE_ENV_VAR} must be a number of bytes from {MIN_PART_SIZE_BYTES} up, "
+                f"not {part_size!r}"
+            )
+        return cls(bucket=bucket, checksums=checksum == "sha256", part_size_bytes=part_size_bytes)
 
 
 def make_s3_client(
@@ -170,12 +185,14 @@ class S3Sink:
         settings: S3Settings,
         *,
         client: Any = None,
-        part_size_bytes: int = PART_SIZE_BYTES,
+        part_size_bytes: int | None = None,
         max_concurrent_parts: int = MAX_CONCURRENT_PARTS,
         retry: RetryPolicy = PART_RETRY,
         rng: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if part_size_bytes is None:
+            part_size_bytes = settings.part_size_bytes
         if part_size_bytes < MIN_PART_SIZE_BYTES:
             raise ValueError(f"part size must be at least {MIN_PART_SIZE_BYTES} bytes")
         if max_concurrent_parts < 1:
