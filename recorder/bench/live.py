@@ -52,6 +52,7 @@ LIVE_QUALITY = "med"
 SAMPLE_INTERVAL_S = 0.1  # /proc sampling of the worker while it runs
 STARTED_TIMEOUT_S = 30.0
 STOPPED_TIMEOUT_S = 60.0
+STATUS_TIMEOUT_S = 2.0  # the worker's control endpoint answers from counters it keeps
 TARGET_CPU_S_PER_S = 0.6
 TARGET_PEAK_RSS_MB = 400.0
 TARGET_STARTED_S = 1.5
@@ -112,7 +113,9 @@ def measure_process(command: list[str], report_path: Path) -> int:
     worker. Returns the worker's exit code.
     """
     launched_at_s = time.monotonic()
-    process = subprocess.Popen(command)
+    # Its standard output is not the bench's (the worker prints its control URL there); its log
+    # (standard error) is left to the terminal.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda received, _frame: process.send_signal(received))
     samples: list[tuple[float, float, int]] = []
@@ -177,23 +180,26 @@ class LiveRun:
     final_status: str | None = None
     media_path: str | None = None
     statuses: list[str] = field(default_factory=list)
+    worker_status: dict[str, Any] | None = None  # the last `GET /status` before the stop
 
 
 async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
     # Imported here: the measuring parent (this module as a process) must start fast and small.
     from recorder.demo import (  # noqa: PLC0415
         DemoOptions,
+        free_loopback_port,
         join_demo_room,
         storage_locations,
+        worker_with_control,
     )
-    from recorder.embedded_room.control import DEFAULT_WORKER_COMMAND  # noqa: PLC0415
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
     from recorder.lifecycle import Status  # noqa: PLC0415
     from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR  # noqa: PLC0415
     from recorder.testing.sources import VideoFormat  # noqa: PLC0415
 
     camera = VideoFormat(*LIVE_CAMERA_SIZE, fps=LIVE_CAMERA_FPS)
-    command = measuring_command(report_path, list(DEFAULT_WORKER_COMMAND))
+    control_port = free_loopback_port()
+    command = measuring_command(report_path, list(worker_with_control(control_port)))
     options = DemoOptions()
     async with RoomServer(worker_command=command) as server:
         room = await join_demo_room(server.url, LIVE_PARTICIPANTS, camera)
@@ -223,6 +229,8 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
             if run.started_at_s is not None:
                 recorded_s = frames / LIVE_CAMERA_FPS
                 await _until(lambda: run.final_status is not None, changed, recorded_s)
+                # The worker's own counters, just before the stop (the endpoint closes with it).
+                run.worker_status = await _worker_status(control_port)
                 if run.final_status is None:
                     await caller.stop_recording()
             await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
@@ -233,6 +241,22 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
             return run
         finally:
             await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
+
+
+async def _worker_status(port: int) -> dict[str, Any] | None:
+    """The worker's `GET /status` (its control endpoint), or None if it does not answer."""
+    import aiohttp  # noqa: PLC0415
+
+    timeout = aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"http://127.0.0.1:{port}/status") as response,
+        ):
+            status = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 async def _until(done: Any, changed: asyncio.Event, timeout_s: float) -> bool:
@@ -330,7 +354,15 @@ def summarise(live: LiveRun, worker: ProcessReport, file_figures: dict[str, Any]
     whole_cpu = worker.cpu_s / duration_s if duration_s else None
     started_s = live.started_at_s - worker.launched_at_s if live.started_at_s is not None else None
     peak_rss_mb = worker.peak_rss_bytes / BYTES_PER_MB
-    missed = file_figures.get("missed")
+    # Missed output frames: gaps in the file's video pts (an encoder queue drop leaves one), and
+    # ticks the worker was too late to compose (it repeats the previous frame: no gap, but a
+    # frame of the room lost), from its own counters.
+    drops = (live.worker_status or {}).get("drops")
+    late_ticks = drops.get("lateTicks") if isinstance(drops, dict) else None
+    file_missed = file_figures.get("missed")
+    missed = None
+    if file_missed is not None and late_ticks is not None:
+        missed = int(file_missed) + int(late_ticks)
     figures = {
         "cpu_s_per_recorded_s": _round(recording_cpu),
         "cpu_s_per_recorded_s_whole_life": _round(whole_cpu),
@@ -347,6 +379,8 @@ def summarise(live: LiveRun, worker: ProcessReport, file_figures: dict[str, Any]
             worker.exited_at_s - live.stopping_at_s if live.stopping_at_s is not None else None
         ),
         "frames_missed": missed,
+        "frames_missed_in_file": file_missed,
+        "worker_drops": drops,
     }
     met = {
         "cpu": recording_cpu is not None and recording_cpu <= TARGET_CPU_S_PER_S,
@@ -397,7 +431,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"{targets['started_after_launch_s']}) {mark(met['started'])}; after the "
         f"startRecording call: {figures['started_after_request_s']} s",
         f"  frames missed: {figures['frames_missed']} (target {targets['frames_missed']}) "
-        f"{mark(met['frames'])}; file: {report['file']}",
+        f"{mark(met['frames'])}: {figures['frames_missed_in_file']} in the file's pts, worker "
+        f"counters {figures['worker_drops']}",
+        f"  file: {report['file']}",
     ]
     return "\n".join(lines)
 
