@@ -37,6 +37,7 @@ from urllib.parse import quote, urlsplit
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from recorder.errors import StorageError
 from recorder.retry import RetryPolicy
@@ -128,7 +129,9 @@ def is_retryable(error: BaseException) -> bool:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         return code in RETRYABLE_ERROR_CODES or status >= 500 or status in (408, 429)
-    return isinstance(error, HTTPClientError)
+    # HTTPClientError: the connection broke or timed out mid-request; ConnectionError: the store
+    # could not be reached at all (refused, connect timeout), i.e. it is down for now.
+    return isinstance(error, HTTPClientError | BotoConnectionError)
 
 
 def _error_code(error: BaseException) -> str:
