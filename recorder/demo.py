@@ -317,25 +317,20 @@ async def run_demo(
     """
     status_line: StatusLine = room_status_line
     worker_command = options.worker_command
-    worker_status: WorkerStatusLine | None = None
     if worker_command is None:
         port = free_loopback_port()
         worker_command = worker_with_control(port, options.worker_log)
         if options.worker_log is not None:
             print(f"worker log: {options.worker_log}", file=out, flush=True)
-        status_line = worker_status = WorkerStatusLine(f"http://{LOOPBACK_HOST}:{port}/status")
-    try:
-        async with RoomServer(worker_command=worker_command) as server:
-            print(f"room: {server.url} (room {DEFAULT_ROOM_ID!r})", file=out, flush=True)
-            room = await join_demo_room(server.url, options.participants)
-            demo = _DemoRun(server, room, options, out, status_line)
-            try:
-                await demo.record(stop_early or asyncio.Event())
-            finally:
-                await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
-    finally:
-        if worker_status is not None:
-            await worker_status.close()
+        status_line = WorkerStatusLine(port)
+    async with RoomServer(worker_command=worker_command) as server:
+        print(f"room: {server.url} (room {DEFAULT_ROOM_ID!r})", file=out, flush=True)
+        room = await join_demo_room(server.url, options.participants)
+        demo = _DemoRun(server, room, options, out, status_line)
+        try:
+            await demo.record(stop_early or asyncio.Event())
+        finally:
+            await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
     return demo.outcome
 
 
@@ -518,6 +513,21 @@ def worker_with_control(port: int, log_path: Path | None = None) -> tuple[str, .
     return ("/bin/sh", "-c", 'exec "$@" 2>>"$0"', str(log_path), *worker)
 
 
+async def worker_status(port: int, timeout_s: float = WORKER_STATUS_TIMEOUT_S) -> dict[str, Any]:
+    """The worker's `GET /status` from its control endpoint on 127.0.0.1 (`recorder run
+    --control-port`). Raises `aiohttp.ClientError`, `TimeoutError` or `ValueError` when it does
+    not answer with a JSON object (the worker is starting, or gone)."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"http://{LOOPBACK_HOST}:{port}/status") as response,
+    ):
+        status = await response.json()
+    if not isinstance(status, dict):
+        raise ValueError(f"the worker's status is not a JSON object: {status!r}")
+    return status
+
+
 class WorkerStatusLine:
     """The live line from the worker's control endpoint (`GET /status` of `recorder run`).
 
@@ -527,19 +537,13 @@ class WorkerStatusLine:
     stands in.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, port: int) -> None:
+        self.port = port
         self._last: tuple[float, int] | None = None  # (monotonic s, frames composed)
 
     async def __call__(self, server: RoomServer, elapsed_s: float) -> str:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=WORKER_STATUS_TIMEOUT_S)
-            )
         try:
-            async with self._session.get(self.url) as response:
-                status = await response.json()
+            status = await worker_status(self.port)
             frames, written = int(status["frames"]), int(status["bytes"])
             drops = sum(int(count) for count in status["drops"].values())
             present = len(status["participants"])
@@ -557,10 +561,6 @@ class WorkerStatusLine:
             f"recording {recorded_s:5.1f} s | participants {present} | output {fps:4.1f} fps "
             f"| {bitrate_kbps:5.0f} kb/s | drops {drops}"
         )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
 
 def report(outcome: DemoOutcome, out: TextIO) -> None:

@@ -43,7 +43,7 @@ from layouts.model import Rect, Theme
 from layouts.themes import theme_colors
 from recorder.client import RoomParticipant
 from recorder.client.media import paced_tracks
-from recorder.demo import screen_track
+from recorder.demo import free_loopback_port, screen_track, worker_status, worker_with_control
 from recorder.embedded_room.server import RoomServer
 from recorder.inspect import probe
 from recorder.lifecycle import Status
@@ -64,6 +64,7 @@ BEFORE_S = 0.3  # the state before a change is checked this long before it
 HIGHER_RESOLUTION = VideoFormat(640, 360, 30)  # Alice's camera switches to this mid-stream
 TILE = theme_colors(Theme.DEFAULT).tile_background  # a camera that is off: the placeholder tile
 TILE_MATCH = 20.0  # its median against the 54-levels-darker canvas: see test_live_e2e.py
+STALL_FRAMES = FPS  # a media thread blocked for a second loses this many frames
 SCREEN_MATCH = 30.0  # a shared slide is near-white; H.264 and scaling move it a few levels
 
 
@@ -90,7 +91,8 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
     def happened(what: str) -> None:
         changes.append((what, time.time()))
 
-    async with RoomServer() as server:
+    port = free_loopback_port()  # the worker's control endpoint: its own counters
+    async with RoomServer(worker_command=worker_with_control(port)) as server:
         try:
             alice = await join_publishing(server.url, tone_participant(ALICE, "Alice"))
             bob = await join_publishing(server.url, tone_participant(BOB, "Bob"))
@@ -127,6 +129,7 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
             await carol.stop_screen_share()
             happened("carol stops sharing")
             await recording_time(STEP_S, log)
+            counters = await worker_status(port)
             await alice.stop_recording()
             await until(lambda: log.everyone_saw(Status.STOPPED), STOPPED_TIMEOUT_S)
         finally:
@@ -140,9 +143,13 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
     report = probe(media)
     video = report.video
     assert video is not None and report.damage is None
-    # Never stalled: one frame every 1/fps from the first to the last, none missing.
+    # Never stalled: one frame every 1/fps from the first to the last, none missing, and the
+    # media thread never fell a second behind (a late tick repeats the previous frame, so the
+    # worker's own counter is what shows it).
     assert video.irregular_deltas == 0, (video.pts_delta_min_s, video.pts_delta_max_s)
     assert video.packets == round(video.duration_s * FPS)
+    assert counters["participants"] and counters["frames"] > 0
+    assert sum(counters["drops"].values()) < STALL_FRAMES, counters["drops"]
 
     a, b, c, d = (camera_feed(p.id) for p in (alice, bob, carol, dave))
     share = feed_id(carol.id, TrackKind.SCREEN)

@@ -185,11 +185,14 @@ class LiveRun:
 
 async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
     # Imported here: the measuring parent (this module as a process) must start fast and small.
+    import aiohttp  # noqa: PLC0415
+
     from recorder.demo import (  # noqa: PLC0415
         DemoOptions,
         free_loopback_port,
         join_demo_room,
         storage_locations,
+        worker_status,
         worker_with_control,
     )
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
@@ -230,7 +233,8 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
                 recorded_s = frames / LIVE_CAMERA_FPS
                 await _until(lambda: run.final_status is not None, changed, recorded_s)
                 # The worker's own counters, just before the stop (the endpoint closes with it).
-                run.worker_status = await _worker_status(control_port)
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
                 if run.final_status is None:
                     await caller.stop_recording()
             await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
@@ -241,22 +245,6 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
             return run
         finally:
             await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
-
-
-async def _worker_status(port: int) -> dict[str, Any] | None:
-    """The worker's `GET /status` (its control endpoint), or None if it does not answer."""
-    import aiohttp  # noqa: PLC0415
-
-    timeout = aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(f"http://127.0.0.1:{port}/status") as response,
-        ):
-            status = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    return status if isinstance(status, dict) else None
 
 
 async def _until(done: Any, changed: asyncio.Event, timeout_s: float) -> bool:
