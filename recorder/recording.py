@@ -581,6 +581,7 @@ class Recording:
             return
         if state is None:
             self.lifecycle.begin()
+        log.error("recording %s failed (%s): %s", self.job.recording_id, error.code, error.message)
         self.lifecycle.fail(error)
 
     async def _shutdown(self) -> None:
@@ -620,8 +621,10 @@ class Recording:
             report = self.notifier.report
             webhooks = f"{len(report.delivered)} delivered, {len(report.undelivered)} undelivered"
         kept = ""
+        if self.lifecycle.error is not None:
+            kept = f"; error {self.lifecycle.error.code}"
         if self.lifecycle.state is Status.FAILED and self.spool.exists():
-            kept = f"; the recording is kept at {self.spool}"
+            kept += f"; the recording is kept at {self.spool}"
         return (
             f"recording {self.job.recording_id}: {self.lifecycle.state} "
             f"(exit {int(self.lifecycle.exit_code)}, stop: {self.lifecycle.stop_reason}); "
