@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "room": "recorder.commands.room",
     "inspect": "recorder.commands.inspect",
     "upload": "recorder.commands.upload",
+    "dashboard": "recorder.commands.dashboard",
+    "health": "recorder.commands.health",
 }
 
 
