@@ -18,6 +18,7 @@ from recorder.dashboard.entries import RecordingEntry
 FILES_ROUTE = "/files/"
 THUMBNAILS_ROUTE = "/thumbnails/"
 STYLESHEET_ROUTE = "/dashboard.css"
+FAVICON_ROUTE = "/favicon.svg"  # also answers the browser's own /favicon.ico request
 UNKNOWN = "–"
 
 STYLESHEET = """
@@ -44,6 +45,11 @@ dd { margin: 0; }
 .empty { color: #62666e; }
 """
 
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<circle cx="8" cy="8" r="6" fill="#d93025"/></svg>'
+)
+
 
 def render_index(entries: Sequence[RecordingEntry], *, where: str) -> str:
     """The whole page: a card per recording, newest first (the order given)."""
@@ -59,6 +65,7 @@ def render_index(entries: Sequence[RecordingEntry], *, where: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Recordings</title>
 <link rel="stylesheet" href="{STYLESHEET_ROUTE}">
+<link rel="icon" href="{FAVICON_ROUTE}" type="image/svg+xml">
 </head>
 <body>
 <header><h1>Recordings</h1><p id="summary">{count} {noun} in {escape(where)}</p></header>

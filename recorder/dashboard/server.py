@@ -6,7 +6,7 @@
 | `GET /files/<key>` | a listed recording's media or manifest: the local file (with HTTP Range |
 |  | support, so browsers can seek), or a redirect to a presigned S3 URL |
 | `GET /thumbnails/<media key>` | a JPEG of one frame (`recorder.dashboard.thumbnails`) |
-| `GET /dashboard.css` | the page's style sheet |
+| `GET /dashboard.css`, `/favicon.svg` | the page's style sheet and icon |
 
 Every response forbids scripts, frames and any source but the dashboard itself and the store's
 presigned URLs (Content-Security-Policy), and sends `nosniff` and `no-referrer` (a presigned URL
@@ -22,6 +22,8 @@ from pathlib import Path
 from aiohttp import web
 
 from recorder.dashboard.page import (
+    FAVICON_ROUTE,
+    FAVICON_SVG,
     FILES_ROUTE,
     STYLESHEET,
     STYLESHEET_ROUTE,
@@ -58,6 +60,8 @@ async def dashboard_app(store: RecordingStore, thumbnails: ThumbnailCache) -> we
     app[CSP_KEY] = content_security_policy(await store.media_origins())
     app.router.add_get("/", _index)
     app.router.add_get(STYLESHEET_ROUTE, _stylesheet)
+    app.router.add_get(FAVICON_ROUTE, _favicon)
+    app.router.add_get("/favicon.ico", _favicon)
     app.router.add_get(FILES_ROUTE + "{key:.+}", _file)
     app.router.add_get(THUMBNAILS_ROUTE + "{key:.+}", _thumbnail)
     return app
@@ -86,6 +90,10 @@ async def _index(request: web.Request) -> web.Response:
 
 async def _stylesheet(_request: web.Request) -> web.Response:
     return web.Response(text=STYLESHEET, content_type="text/css")
+
+
+async def _favicon(_request: web.Request) -> web.Response:
+    return web.Response(text=FAVICON_SVG, content_type="image/svg+xml")
 
 
 async def _file(request: web.Request) -> web.StreamResponse:
