@@ -50,7 +50,7 @@ def parse_layout_change(body: object, job: Job, current: RecordingConfig) -> Lay
         for key in body
         if key not in CHANGE_FIELDS
     ]
-    if not any(key in body for key in CHANGE_FIELDS):
+    if not problems and not any(key in body for key in CHANGE_FIELDS):
         problems.append(f"body: names no change; allowed: {', '.join(CHANGE_FIELDS)}")
     pins: dict[str, str | None] = {}
     for key in PIN_FIELDS:

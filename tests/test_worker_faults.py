@@ -26,6 +26,7 @@ from worker_helpers import (
     FlakyS3Proxy,
     WorkerProcess,
     is_upload_part,
+    reap_workers,  # noqa: F401 - autouse fixture
     room_job,
     statuses_of,
     webhook_bodies,

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
+import pytest
 from aiohttp import web
 from servers import Received
 
@@ -84,6 +85,17 @@ def room_job(server: RoomServer, room_id: str = DEFAULT_ROOM_ID, **fields: Any) 
     return job
 
 
+_LAUNCHED: list[WorkerProcess] = []
+
+
+@pytest.fixture(autouse=True)
+async def reap_workers() -> AsyncIterator[None]:
+    """Kill, at the end of each test, any worker it launched that is still running."""
+    yield
+    while _LAUNCHED:
+        await _LAUNCHED.pop().kill()
+
+
 @dataclass
 class WorkerResult:
     returncode: int
@@ -92,10 +104,16 @@ class WorkerResult:
 
 
 class WorkerProcess:
-    """`python -m recorder run -` with a job on standard input, as a launcher runs it."""
+    """`python -m recorder run -` with a job on standard input, as a launcher runs it.
+
+    Every worker launched is killed at the end of its test if it is still running (the
+    `reap_workers` fixture, autouse in the modules that import it): a failing test never leaves
+    a process behind.
+    """
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
+        _LAUNCHED.append(self)
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._readers = [
