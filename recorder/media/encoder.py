@@ -84,6 +84,18 @@ X264_PRESET_DEFAULT = "veryfast"  # settings made without a preset
 VBV_MAXRATE_RATIO = 1.5
 # ...over a decoder buffer this many seconds of the target bitrate long.
 VBV_BUFFER_S = 2.0
+# x264 frame threads. Not x264's own choice (0: 1.5 per core): every frame thread holds the
+# output back by about a frame and keeps frames in memory, so on a 16-core host x264's 24 threads
+# put the first frames in the file (RECORDING_STARTED) ~56 frames after the first tick instead of
+# ~19, and cost ~250 MB more at 720p (measured: docs/performance.md, "Live recording"). Two
+# threads let x264 use a second core when one is busy; a worker is sized per core anyway.
+X264_THREADS = 2
+# x264's latency is what the first frames wait for before they are in the file (the STARTED
+# condition, and the file's lead over STARTED): a shorter rate-control lookahead and no separate
+# lookahead thread cut it from 18 frames to 9 (0.6 s to 0.3 s at 30 fps). Measured at med on
+# camera-like content (recorder.bench.presets, 150 frames, one core): 2187 -> 2200 kb/s, PSNR-Y
+# 33.36 -> 33.48 dB, CPU 12.1 -> 12.7 ms/frame: no loss worth the wait.
+X264_RC_LOOKAHEAD_FRAMES = 5
 # Scene cuts (a layout change) may insert extra keyframes; x264 still forces one every keyint.
 X264_SCENECUT = 40
 # The first media fragment is cut short, so that the first frames are in the file (the STARTED
@@ -117,7 +129,7 @@ class EncoderSettings:
     video_bitrate_bps: int
     audio_bitrate_bps: int
     x264_preset: str = X264_PRESET_DEFAULT
-    threads: int = 0  # x264 threads; 0: x264 decides. The benchmark pins 1.
+    threads: int = X264_THREADS  # x264 frame threads; 0: x264 decides. The benchmark pins 1.
     keyframe_interval_s: float = KEYFRAME_INTERVAL_S
     queue_max_wait_s: float | None = QUEUE_MAX_WAIT_S  # None: never drop (offline rendering)
 
@@ -163,6 +175,8 @@ class EncoderSettings:
             f"scenecut={X264_SCENECUT}",
             "open-gop=0",
             "forced-idr=1",  # a forced keyframe (the first fragment's end) is an IDR
+            f"rc-lookahead={X264_RC_LOOKAHEAD_FRAMES}",
+            "sync-lookahead=0",
             f"vbv-maxrate={maxrate_kbps}",
             f"vbv-bufsize={bufsize_kbps}",
         ]
