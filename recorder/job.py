@@ -355,6 +355,10 @@ class RoomConfig(_JobPart):
         default=None,
         description="The credential the connector joins with; never echoed back.",
     )
+    pin: Annotated[SecretStr | None, BeforeValidator(_check_token)] = Field(
+        default=None,
+        description="The room's PIN, for rooms that have one (Janus VideoRoom); never echoed back.",
+    )
 
 
 class Limits(_JobPart):
@@ -430,6 +434,8 @@ class Job(_JobPart):
         data = self.model_dump(mode="json", by_alias=True)
         if include_secrets and self.room.token is not None:
             data["room"]["token"] = self.room.token.get_secret_value()
+        if include_secrets and self.room.pin is not None:
+            data["room"]["pin"] = self.room.pin.get_secret_value()
         return data
 
     def to_canonical_json(self, *, include_secrets: bool = False) -> str:

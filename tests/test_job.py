@@ -189,6 +189,7 @@ def test_canonical_json_is_complete_ordered_and_masks_the_token() -> None:
             "url": ROOM["url"],
             "roomId": 1234,
             "token": "**********",
+            "pin": None,
         },
         "limits": {"maxDurationSec": 14400, "emptyRoomTimeoutSec": 60},
     }
@@ -286,7 +287,7 @@ def test_long_values_are_cut_in_error_lines() -> None:
          "orientation"),
         ("config.layout", "config.layout: unknown field 'extra'; allowed: type, priority, "
          "gridSize"),
-        ("room", "room: unknown field 'extra'; allowed: connector, url, roomId, token"),
+        ("room", "room: unknown field 'extra'; allowed: connector, url, roomId, token, pin"),
         ("limits", "limits: unknown field 'extra'; allowed: maxDurationSec, "
          "emptyRoomTimeoutSec"),
     ],
@@ -313,7 +314,7 @@ def test_python_attribute_names_are_not_json_keys() -> None:
         ("config.layout", "GRID", "config.layout: 'GRID' is not an object with type, "
          "priority, gridSize"),
         ("room", "loopback", "room: 'loopback' is not an object with connector, url, roomId, "
-         "token"),
+         "token, pin"),
         ("limits", None, "limits: None is not an object with maxDurationSec, "
          "emptyRoomTimeoutSec"),
     ],
@@ -323,7 +324,9 @@ def test_parts_that_are_not_objects_are_refused(path: str, value: object, expect
 
 
 def test_room_is_required_and_so_are_its_fields() -> None:
-    assert problems_of({}) == ["room: is required (an object with connector, url, roomId, token)"]
+    assert problems_of({}) == [
+        "room: is required (an object with connector, url, roomId, token, pin)"
+    ]
     assert problems_of({"room": {}}) == [
         "room.connector: is required",
         "room.url: is required",
