@@ -3,10 +3,12 @@
 Each mode is a module under `recorder.bench` (see its docstring): `--compose` times the
 compositor, `--pipeline` the whole pipeline against encode-only and ffmpeg (each case in its own
 process pinned to one CPU), `--presets` compares x264 speed presets, `--live` records a live
-room over WebRTC and measures the worker process (`--frames` at 30 fps is its length). With no
-mode flag every mode runs. The report goes to standard output as a table and, with `--json PATH`,
-to a file, with a description of the machine, so capacity planning can size workers per core
-from it (DESIGN.md "One recording, one process").
+room over WebRTC and measures the worker process (`--frames` at 30 fps is its length),
+`--stop-latency` times a stop to RECORDING_STOPPED against uploading the same file after it
+(`--record-seconds` of recording into a local S3). With no mode flag every mode runs. The
+report goes to standard output as a table and, with `--json PATH`, to a file, with a
+description of the machine, so capacity planning can size workers per core from it (DESIGN.md
+"One recording, one process").
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ MODES: dict[str, str] = {
     "pipeline": "recorder.bench.pipeline",
     "presets": "recorder.bench.presets",
     "live": "recorder.bench.live",
+    "stop-latency": "recorder.bench.stop_latency",
 }
 
 
@@ -64,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="synthetic",
         help="--pipeline, --presets: the project's synthetic cameras, or camera-like texture",
     )
+    parser.add_argument(
+        "--record-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="--stop-latency: how long the recording runs before the stop (default 300)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
 
 
@@ -92,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         print("recorder bench: --frames must be at least 1")
         return ExitCode.INVALID_JOB
-    selected = [mode for mode in MODES if getattr(args, mode)] or list(MODES)
+    selected = [mode for mode in MODES if getattr(args, mode.replace("-", "_"))] or list(MODES)
     report: dict[str, object] = {"machine": machine()}
     for mode in selected:
         module = importlib.import_module(MODES[mode])
