@@ -12,87 +12,34 @@ A launcher that prefers HTTP to signals, a dashboard, or Prometheus talks to one
 | `GET /metrics` | Prometheus text format: state, elapsed, frames, drops, bytes, bitrate, lag |
 
 It listens on 127.0.0.1 unless told otherwise (`--control-host`); anywhere else it requires a
-token (`RECORDER_CONTROL_TOKEN`), which every request must then carry as `Authorization: Bearer
-<token>` (a token that is set is required on loopback too). The endpoint only reads and asks: it
-never blocks the recording, and every answer comes from counters the recording already keeps.
+token (`RECORDER_CONTROL_TOKEN`, see `recorder.control_settings`), which every request must then
+carry as `Authorization: Bearer <token>` (a token that is set is required on loopback too).
+The endpoint only reads and asks: it never blocks the recording, and every answer comes from
+counters the recording already keeps.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from recorder.control_settings import ControlSettings
 from recorder.layout_change import LayoutChangeError
 from recorder.lifecycle import Status
 
+if TYPE_CHECKING:
+    from recorder.recording import RecordingMetrics
+
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTROL_HOST = "127.0.0.1"
-CONTROL_TOKEN_ENV_VAR = "RECORDER_CONTROL_TOKEN"
 MAX_BODY_BYTES = 64 * 1024  # a layout change is a few dozen bytes
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 SHUTDOWN_TIMEOUT_S = 1.0
-
-
-class ControlConfigError(ValueError):
-    """The endpoint cannot be served as configured (exposed without a token)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ControlSettings:
-    """Where the endpoint listens and the token it requires (None: none, loopback only)."""
-
-    port: int
-    host: str = DEFAULT_CONTROL_HOST
-    token: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ControlConfigError(f"--control-port {self.port} is not a port (0 to 65535)")
-        if self.token is None and not is_loopback(self.host):
-            raise ControlConfigError(
-                f"--control-host {self.host} exposes the control endpoint beyond this machine: "
-                f"set {CONTROL_TOKEN_ENV_VAR} to the token callers must send"
-            )
-
-    def __repr__(self) -> str:  # never the token
-        return f"ControlSettings(host={self.host!r}, port={self.port}, token={bool(self.token)})"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` only reaches this machine (`localhost`, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingMetrics:
-    """The figures `/metrics` exposes, read from the recording's own counters."""
-
-    state: Status | None
-    elapsed_s: float
-    frames: int  # video frames composed and handed to the encoder
-    late_ticks: int  # video frames skipped because the media thread was late
-    encoder_drops: int  # items the encoder queue dropped
-    bytes_written: int  # spool bytes written
-    upload_lag_bytes: int  # durable spool bytes not stored yet
-    participants: int
-
-    @property
-    def bitrate_bps(self) -> float:
-        """The file's average bitrate so far."""
-        return self.bytes_written * 8 / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 class ControlledRecording(Protocol):

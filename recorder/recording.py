@@ -42,9 +42,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recorder.control import ControlServer, ControlSettings, RecordingMetrics
 from recorder.errors import (
     ExitCode,
     FinalizeTimeoutError,
@@ -68,7 +67,6 @@ from recorder.media.encoder import Encoder, EncoderSettings
 from recorder.media.engine import ENGINE_STOP_TIMEOUT_S, EngineStats, MediaEngine
 from recorder.media.timeline import Timeline
 from recorder.notify.payload import stopped_details
-from recorder.notify.webhook import WebhookNotifier
 from recorder.room_announcer import RoomAnnouncer
 from recorder.rooms import connector_for
 from recorder.rooms.base import (
@@ -85,6 +83,11 @@ from recorder.storage.from_env import sink_from_env
 from recorder.storage.keys import DeliveryTarget
 from recorder.storage.manifest import ManifestBuilder
 from recorder.storage.spool import SpoolProgress
+
+if TYPE_CHECKING:  # imported when first used, after the media started (start latency)
+    from recorder.control import ControlServer
+    from recorder.control_settings import ControlSettings
+    from recorder.notify.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,25 @@ class RecordingOptions:
     clock: Clock | None = None  # default: the monotonic clock (live)
     connector_factory: ConnectorFactory = _default_connector
     on_control_url: Callable[[str], None] | None = None  # told the endpoint's URL once it listens
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingMetrics:
+    """The figures `/metrics` exposes, read from the recording's own counters."""
+
+    state: Status | None
+    elapsed_s: float
+    frames: int  # video frames composed and handed to the encoder
+    late_ticks: int  # video frames skipped because the media thread was late
+    encoder_drops: int  # items the encoder queue dropped
+    bytes_written: int  # spool bytes written
+    upload_lag_bytes: int  # durable spool bytes not stored yet
+    participants: int
+
+    @property
+    def bitrate_bps(self) -> float:
+        """The file's average bitrate so far."""
+        return self.bytes_written * 8 / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 def spool_path_for(spool_dir: Path, job: Job) -> Path:
@@ -174,6 +196,7 @@ class Recording:
         self.notifier: WebhookNotifier | None = None
         self.control: ControlServer | None = None
         self.delivered: DeliveredRecording | None = None
+        self._delivery_starting: asyncio.Task[None] | None = None
         self._config: RecordingConfig = config  # as applied now (layout changes replace it)
         self._tasks = OwnedTasks(f"recording {job.recording_id}")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -355,6 +378,8 @@ class Recording:
 
     async def _start_listeners(self) -> None:
         if self.job.webhook_url:
+            from recorder.notify.webhook import WebhookNotifier  # noqa: PLC0415 - start latency
+
             self.notifier = WebhookNotifier.from_env(self.job.webhook_url, self.environ)
             await self.notifier.start()
             self.lifecycle.add_listener(self.notifier.on_transition)
@@ -363,6 +388,8 @@ class Recording:
     async def _start_control(self) -> None:
         if self.options.control is None:
             return
+        from recorder.control import ControlServer  # noqa: PLC0415 - start latency
+
         self.control = ControlServer(self, self.options.control, recording_id=self.job.recording_id)
         url = await self.control.start()
         if self.options.on_control_url is not None:
@@ -416,9 +443,10 @@ class Recording:
         timeout_s = self.job.limits.empty_room_timeout_s
         if timeout_s is not None:
             self._tasks.spawn("empty-room", self._stop_when_empty(timeout_s))
-        self._tasks.spawn("delivery-start", self._start_delivery())
+        self._delivery_starting = self._tasks.spawn("delivery-start", self._start_delivery())
 
     async def _start_delivery(self) -> None:
+        """Write the sidecar and start streaming the spool (once; again if the first try failed)."""
         if self.delivery is not None:
             return
         delivery = RecordingDelivery(
@@ -428,8 +456,8 @@ class Recording:
             self.progress,
             hurry=self.lifecycle.hurry,
         )
-        self.delivery = delivery
         await delivery.start(self.manifest.build())
+        self.delivery = delivery
 
     # --- while recording ---------------------------------------------------------------------
 
@@ -514,7 +542,8 @@ class Recording:
         if state is not Status.STOPPING:  # the media thread ended by itself
             await self._media_failed()
             return
-        await self._start_delivery()
+        if self._delivery_starting is not None:
+            await asyncio.wait({self._delivery_starting})  # a failure is logged; tried again below
         try:
             self.delivered = await self.lifecycle.finalize(
                 self._finalize(), local_path=str(self.spool)
@@ -530,6 +559,7 @@ class Recording:
 
     async def _finalize(self) -> DeliveredRecording:
         """Stop the media and close the file, then deliver it and its manifest."""
+        await self._start_delivery()
         try:
             stats = await asyncio.to_thread(self._stop_media)
         finally:

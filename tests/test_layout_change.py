@@ -6,16 +6,12 @@ from __future__ import annotations
 import pytest
 
 from layouts.model import LayoutType, Priority, Theme
-from recorder.control import (
-    ControlConfigError,
-    ControlSettings,
-    RecordingMetrics,
-    is_loopback,
-    prometheus_text,
-)
+from recorder.control import prometheus_text
+from recorder.control_settings import ControlConfigError, ControlSettings, is_loopback
 from recorder.job import Job, validate_job
 from recorder.layout_change import LayoutChangeError, parse_layout_change
 from recorder.lifecycle import Status
+from recorder.recording import RecordingMetrics
 
 
 def make_job() -> Job:

@@ -37,6 +37,8 @@ CANVAS_COLOUR_MATCH = 12.0
 # A layout change shows in the file within this much file time (the next tick, plus the
 # encoder's first frames after a scene change).
 LAYOUT_SHOWS_S = 0.5
+AFTER_SWITCH_S = 0.5  # recorded past the moment the switch must show, before the stop
+STATUS_WAIT_S = 10.0  # bound on waiting for the recording's clock to reach a time
 TOKEN = "control-token-for-tests"
 
 
@@ -145,6 +147,12 @@ async def test_the_control_endpoint_reports_steers_and_stops_the_recording(tmp_p
                 code, status = await _json(http, "GET", f"{url}/status")
                 assert status["layout"]["type"] == "SPOTLIGHT" and status["theme"] == "LIGHT"
                 assert status["participants"][0]["pinned"] is True
+                # Record a while in the new layout, so that the file shows it.
+                shown_until_s = status["elapsedS"] + LAYOUT_SHOWS_S + AFTER_SWITCH_S
+                deadline = time.monotonic() + STATUS_WAIT_S
+                while status["elapsedS"] < shown_until_s:
+                    assert time.monotonic() < deadline, status
+                    code, status = await _json(http, "GET", f"{url}/status")
 
                 code, stopping = await _json(http, "POST", f"{url}/stop")
                 assert (code, stopping["stopping"]) == (202, True)
@@ -163,7 +171,7 @@ async def test_the_control_endpoint_reports_steers_and_stops_the_recording(tmp_p
     # The theme switch is in the file: the canvas colour before it, the new one after.
     started = datetime.fromisoformat(manifest["startedAt"].replace("Z", "+00:00")).timestamp()
     switch_s = switched_wall - started
-    before, after = 0.2, min(switch_s + LAYOUT_SHOWS_S, manifest["durationS"] - 0.05)
+    before, after = 0.2, switch_s + LAYOUT_SHOWS_S
     sampled = frames_at(media, [before, after])
     assert _close_to(
         region_colour(sampled[before], CORNER), theme_colors(Theme.DEFAULT).canvas_background

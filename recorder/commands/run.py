@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"invalid job: {problem}", file=sys.stderr)
         return ExitCode.INVALID_JOB
     # The job is valid: now the media, the room technology and the network stack.
-    from recorder.control import (  # noqa: PLC0415
+    from recorder.control_settings import (  # noqa: PLC0415
         CONTROL_TOKEN_ENV_VAR,
         DEFAULT_CONTROL_HOST,
         ControlConfigError,

@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
-
-import av
-from aiortc.mediastreams import MediaStreamTrack
+from typing import TYPE_CHECKING, Protocol
 
 from recorder.lifecycle import Status
+
+if TYPE_CHECKING:  # annotations only: a worker imports aiortc with its connector, after the
+    # media has started (start latency), not with these events
+    import av
+    from aiortc.mediastreams import MediaStreamTrack
 
 ROOM_EVENT_QUEUE_SIZE = 256  # a few events per participant action; far more than a room makes
 
