@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from recorder.control import is_loopback
+from recorder.control_settings import is_loopback
 from recorder.dashboard.server import dashboard_app
 from recorder.dashboard.stores import LocalStore, RecordingStore, S3Store
 from recorder.dashboard.thumbnails import ThumbnailCache

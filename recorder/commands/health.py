@@ -17,6 +17,7 @@ import os
 import urllib.error
 import urllib.request
 
+from recorder.control_settings import CONTROL_TOKEN_ENV_VAR
 from recorder.errors import ExitCode
 
 HELP = "check a running worker's health through its control endpoint (for container probes)"
@@ -24,9 +25,6 @@ HELP = "check a running worker's health through its control endpoint (for contai
 # The control port the container image's entrypoint gives `recorder run` (see the Dockerfile).
 IMAGE_CONTROL_PORT = 8080
 HEALTH_TIMEOUT_S = 5.0
-# Defined again here, not imported from recorder.control, so that a probe does not import
-# aiohttp; tests/test_deploy.py checks that the two names are the same.
-CONTROL_TOKEN_ENV_VAR = "RECORDER_CONTROL_TOKEN"
 MAX_SHOWN_ANSWER_BYTES = 500
 
 
