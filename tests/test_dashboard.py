@@ -39,7 +39,7 @@ from yarl import URL
 from recorder.cli import main
 from recorder.dashboard.entries import entry_from_manifest
 from recorder.dashboard.page import format_duration, format_size
-from recorder.dashboard.stores import LocalStore, S3Store
+from recorder.dashboard.stores import RELIST_MIN_INTERVAL_S, LocalStore, S3Store
 from recorder.dashboard.thumbnails import THUMBNAIL_WIDTH_PX, thumbnail_time_s
 from recorder.presets import Mode
 from recorder.storage.from_env import sink_from_env
@@ -303,6 +303,21 @@ async def test_s3_store_lists_and_redirects_to_a_presigned_url_that_serves_the_o
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert Image.open(io.BytesIO(body)).size == (THUMBNAIL_WIDTH_PX, 180)
     assert thumbnails.extracted == 1
+
+
+async def test_a_key_not_listed_lists_again_but_not_on_every_request(
+    tmp_path: Path, video_media: Path
+) -> None:
+    now = 0.0
+    root = tmp_path / "recordings"
+    store = LocalStore(root, clock=lambda: now)
+    assert await store.entries() == []
+    await store_recording(LocalSink(root), video_media, tmp_path / "spool", recording_id="late")
+    assert await store.find("late.mp4") is None  # listed just now: no second walk yet
+    now += RELIST_MIN_INTERVAL_S
+    found = await store.find("late.mp4")
+    assert found is not None and found.recording_id == "late"
+    assert await store.find("late.json") is found
 
 
 def test_a_manifest_cannot_point_at_another_object_or_break_the_entry() -> None:

@@ -17,6 +17,8 @@ import asyncio
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a day-long recording's timeline is ~100 kB; refuse more
 PRESIGNED_URL_EXPIRES_S = 3600  # a page left open this long needs a reload before playing
 S3_FETCH_CONCURRENCY = 4  # manifests read at once: within the S3 client's connection pool
+# A request for a key not in the last listing lists again (a recording stored since the page
+# loaded), but not more often than this: unknown keys must not turn into a LIST per request.
+RELIST_MIN_INTERVAL_S = 5.0
 
 
 class RecordingStore(Protocol):
@@ -58,10 +63,12 @@ class RecordingStore(Protocol):
 
 
 class _Listing:
-    """The entries last listed, by media and manifest key."""
+    """The entries last listed, by media and manifest key, and when they were listed."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._by_key: dict[str, RecordingEntry] = {}
+        self._clock = clock
+        self._listed_at: float | None = None
 
     def replace(self, entries: list[RecordingEntry]) -> list[RecordingEntry]:
         by_key: dict[str, RecordingEntry] = {}
@@ -69,10 +76,21 @@ class _Listing:
             by_key[entry.media_key] = entry
             by_key[entry.manifest_key] = entry
         self._by_key = by_key
+        self._listed_at = self._clock()
         return newest_first(entries)
 
     def get(self, key: str) -> RecordingEntry | None:
         return self._by_key.get(key)
+
+    def may_relist(self) -> bool:
+        listed_at = self._listed_at
+        return listed_at is None or self._clock() - listed_at >= RELIST_MIN_INTERVAL_S
+
+
+async def _find(store: RecordingStore, listing: _Listing, key: str) -> RecordingEntry | None:
+    if listing.get(key) is None and listing.may_relist():
+        await store.entries()
+    return listing.get(key)
 
 
 def _prefix_key(prefix: str) -> str:
@@ -98,11 +116,13 @@ class _Seen:
 class LocalStore:
     """The recordings under a local directory (the worker's `RECORDER_OUTPUT_DIR`)."""
 
-    def __init__(self, root: Path, prefix: str = "") -> None:
+    def __init__(
+        self, root: Path, prefix: str = "", *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.root = root
         self.prefix = _prefix_key(prefix)
         self._seen: dict[str, _Seen] = {}
-        self._listing = _Listing()
+        self._listing = _Listing(clock)
 
     @property
     def description(self) -> str:
@@ -113,9 +133,7 @@ class LocalStore:
         return self._listing.replace(await asyncio.to_thread(self._scan))
 
     async def find(self, key: str) -> RecordingEntry | None:
-        if self._listing.get(key) is None:
-            await self.entries()
-        return self._listing.get(key)
+        return await _find(self, self._listing, key)
 
     async def source(self, key: str) -> Path:
         if await self.find(key) is None:
@@ -175,12 +193,19 @@ def _is_file(root: Path, key: str) -> bool:
 class S3Store:
     """The recordings under a prefix of an S3 bucket (the worker's `RECORDER_S3_BUCKET`)."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client  # a boto3 S3 client; thread-safe, used through asyncio.to_thread
         self.bucket = bucket
         self.prefix = _prefix_key(prefix)
         self._seen: dict[str, _Seen] = {}
-        self._listing = _Listing()
+        self._listing = _Listing(clock)
 
     @property
     def description(self) -> str:
@@ -209,9 +234,7 @@ class S3Store:
         return self._listing.replace(entries)
 
     async def find(self, key: str) -> RecordingEntry | None:
-        if self._listing.get(key) is None:
-            await self.entries()
-        return self._listing.get(key)
+        return await _find(self, self._listing, key)
 
     async def source(self, key: str) -> str:
         if await self.find(key) is None:
