@@ -87,6 +87,7 @@ TEARDOWN_BOUND_S = (
 # The capacity example of docs/deployment.md: an 8-vCPU, 32 GiB node's allocatable share.
 EXAMPLE_NODE_CPU = 7.5
 EXAMPLE_NODE_MEMORY_MIB = 29 * 1024
+ROOM_TOKEN = "tok: 'x' \"y\" #z {}"  # YAML and JSON both have something to say about these
 PREMADE_FRAMES_NOTE = re.compile(r"(\d+) MiB of pre-made camera frames")
 
 
@@ -343,12 +344,14 @@ def render_job(quality: str, sizing: dict[str, str]) -> tuple[dict[str, Any], di
             "recordingId": "Weekly.Sync_2026-11-24",
             "awsDirPath": "team/weekly",
             "webhookUrl": "https://hooks.example.com/rec?key=a'b\"c",
-            "config": {"quality": "low" if quality == "audio" else quality},
+            "config": {"quality": "low", "mode": "audio"}
+            if quality == "audio"
+            else {"quality": quality},
             "room": {
                 "connector": "loopback",
                 "url": "wss://rooms.example.com/",
                 "roomId": 7,
-                "token": "tok: 'x' \"y\" #z {}",
+                "token": ROOM_TOKEN,
             },
         }
     )
@@ -382,7 +385,8 @@ def test_the_job_template_holds_its_invariants(quality: str) -> None:
     assert len(job["metadata"]["name"]) <= 63
     # The job survives YAML quoting byte for byte (quotes, '#', newlines in its strings).
     assert secret["stringData"]["job.json"].strip() == job_json
-    assert parse_job_json(secret["stringData"]["job.json"]).room.token is not None
+    token = parse_job_json(secret["stringData"]["job.json"]).room.token
+    assert token is not None and token.get_secret_value() == ROOM_TOKEN
 
     spec = job["spec"]
     pod = spec["template"]["spec"]
