@@ -382,6 +382,84 @@ def test_audio_is_resampled_to_48k_with_its_duration_and_pitch(
     assert run.heard[-1] == {}
 
 
+def two_tone_frame(layout: str, sample_format: str, start: int, count: int) -> av.AudioFrame:
+    """48 kHz frame with a different tone in each channel (a swap or a downmix would show)."""
+    t = np.arange(start, start + count) / RATE
+    voices = [0.6 * np.sin(2 * np.pi * 700.0 * t), 0.3 * np.sin(2 * np.pi * 1900.0 * t)]
+    data = np.asarray(voices[: av.AudioLayout(layout).nb_channels], dtype=np.float32)
+    if sample_format.startswith("s16"):
+        data = np.round(data * 32767.0).astype(np.int16)
+    if not sample_format.endswith("p"):
+        data = data.T.reshape(1, -1)  # packed: interleaved in one plane
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(data), format=sample_format, layout=layout
+    )
+    frame.sample_rate, frame.pts, frame.time_base = RATE, start, Fraction(1, RATE)
+    return frame
+
+
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+@pytest.mark.parametrize("sample_format", ["s16", "s16p", "flt", "fltp"])
+def test_48k_audio_skips_the_resampler_with_the_same_samples_at_the_same_places(
+    layout: str, sample_format: str
+) -> None:
+    """Frames already at 48 kHz in the feed's layout are converted by numpy: the samples must
+    be libswresample's, bit for bit, placed where its output would have been."""
+    clock, timeline = make_timeline()
+    driver = LiveDriver(clock, timeline)
+    feed = timeline.add_audio_feed("p")
+    frames = [two_tone_frame(layout, sample_format, k * 960, 960) for k in range(25)]
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=RATE)
+    expected = np.concatenate(
+        [out.to_ndarray() for frame in frames for out in resampler.resample(frame)], axis=1
+    )
+    driver.send(feed, frames)
+    run = driver.run(range(round(0.8 * FPS)))
+    delay = round(PLAYOUT_DELAY_S * RATE)
+    heard = np.stack([run.audio("p", c) for c in range(expected.shape[0])])
+    assert heard.shape[0] == (1 if layout == "mono" else 2)
+    np.testing.assert_array_equal(heard[:, delay : delay + expected.shape[1]], expected)
+    assert np.all(heard[:, :delay] == 0.0)
+    assert np.all(heard[:, delay + expected.shape[1] :] == 0.0)
+    assert timeline.audio_stats()["p"].received_samples == 25 * 960
+
+
+def test_a_feed_that_switches_to_48k_keeps_the_resampler_tail_without_a_gap() -> None:
+    """44.1 kHz frames go through the resampler, then 48 kHz ones skip it: the resampler's tail
+    is flushed first, so the tone runs on with no hole where the switch happened."""
+    clock, timeline = make_timeline()
+    driver = LiveDriver(clock, timeline)
+    feed = timeline.add_audio_feed("p")
+    tone = Tone(1000.0, 0.5)
+    slow = audio_source(tone, AudioFormat(44_100, "mono", "s16"))
+    fast = audio_source(tone, AudioFormat(48_000, "mono", "s16"))
+    frames = [*slow.audio_frames(0.0, 0.5), *fast.audio_frames(0.5, 1.0)]
+    for frame in frames:
+        driver.arrive(float(frame.pts * frame.time_base), feed, frame)
+    samples = driver.run(range(round(1.4 * FPS))).audio("p")
+    delay, edge = round(PLAYOUT_DELAY_S * RATE), 100  # away from the tone's own start and end
+    # One continuous tone, on time: a lost tail would jump its phase (an error near 0.9).
+    np.testing.assert_allclose(
+        samples[delay + edge : delay + RATE - edge],
+        tone.render(edge, RATE - 2 * edge, RATE),
+        atol=0.005,  # the 44.1 kHz half: s16 quantisation and the resampler's filter
+    )
+    assert timeline.audio_stats()["p"].received_samples == RATE
+
+
+def test_the_feed_does_not_keep_a_pushed_frames_buffer() -> None:
+    """Float frames are read through a numpy view; what the feed keeps must be its own copy."""
+    _, timeline = make_timeline()
+    feed = timeline.add_audio_feed("p")
+    frame = two_tone_frame("stereo", "fltp", 0, 960)
+    before = frame.to_ndarray().copy()
+    feed.push(frame, arrival_s=ORIGIN_S)
+    for plane in frame.planes:  # the decoder reuses its buffer for the next frame
+        np.frombuffer(plane, dtype=np.float32)[:] = 0.0
+    delay = round(PLAYOUT_DELAY_S * RATE)
+    np.testing.assert_array_equal(timeline.read_audio(0, delay + 960)["p"][:, delay:], before)
+
+
 def test_audio_and_video_of_one_participant_stay_together() -> None:
     clock, timeline = make_timeline()
     driver = LiveDriver(clock, timeline)

@@ -10,8 +10,10 @@ and video stay together, jitter up to the delay costs nothing, and a late joiner
 tick its first frame was due.
 
 Video: a small bounded buffer per feed; at a tick the newest frame due at or before it is shown and
-kept until a newer one is due. Audio: resampled to 48 kHz float (libswresample) into a bounded ring
-positioned in samples on the clock; reading a span returns exactly that span, silence for gaps.
+kept until a newer one is due. Audio: converted to 48 kHz float into a bounded ring positioned in
+samples on the clock; reading a span returns exactly that span, silence for gaps. Frames already
+at 48 kHz in the ring's layout (what WebRTC's Opus decoder gives: s16 stereo) are converted by
+numpy, the same values libswresample would give; anything else goes through libswresample.
 
 Threads: each feed has exactly one pusher (the asyncio thread, live; the driver, offline) and the
 media thread reads. Anchoring and resampling belong to the pusher and run outside any lock; the
@@ -50,6 +52,16 @@ AUDIO_SNAP_TOLERANCE_S = 0.010
 # A frame due within this of a tick counts as due at it: float sums of clock readings and pts
 # are not exact, and a frame scheduled exactly on a tick must not slip to the next one.
 DUE_EPSILON_S = 1e-6
+# 48 kHz sample formats that numpy turns into the ring's float32 without libswresample: the
+# element type and the scale to [-1, 1]. These are exactly libswresample's own conversions (s16
+# times 2^-15, float copied), so the samples are bit for bit what the resampler would give,
+# without its filter graph (~10 us a frame, for every frame of every participant).
+_DIRECT_FORMATS: dict[str, tuple[type[np.generic], float | None]] = {
+    "s16": (np.int16, 2.0**-15),
+    "s16p": (np.int16, 2.0**-15),
+    "flt": (np.float32, None),
+    "fltp": (np.float32, None),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,8 +335,9 @@ class AudioFeed:
     """One audio track on the clock at 48 kHz. `push` and `end` from the pusher's thread only.
 
     The ring's channel count is set by the first frame: mono stays mono (the mixer centres it),
-    anything with two or more channels becomes stereo. A change of input format, rate or layout
-    mid-stream gets a new resampler; the old one's tail is kept.
+    anything with two or more channels becomes stereo. Frames at 48 kHz in that layout skip the
+    resampler (`_direct_samples`); for the others a change of input format, rate or layout
+    mid-stream gets a new resampler. A resampler that is given up has its tail kept.
     """
 
     def __init__(
@@ -355,7 +368,7 @@ class AudioFeed:
         return self._ended
 
     def push(self, frame: av.AudioFrame, arrival_s: float | None = None) -> None:
-        """Resample and place a decoded frame that arrived at `arrival_s` (default: now)."""
+        """Convert and place a decoded frame that arrived at `arrival_s` (default: now)."""
         if self._ended:
             raise RuntimeError(f"audio feed {self.feed_id} has ended")
         if arrival_s is None:
@@ -363,37 +376,45 @@ class AudioFeed:
         media_s = media_time_s(frame)
         if media_s is not None:
             self._anchor.place(media_s, arrival_s)
-        self._write(self._resample(frame), arrival_s)
+        self._write(self._convert(frame, media_s), arrival_s)
 
-    def _resample(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+    def _convert(
+        self, frame: av.AudioFrame, media_s: float | None
+    ) -> list[tuple[np.ndarray, float | None]]:
+        """The frame as `(samples, media time)` spans for the ring: directly when numpy can
+        (`_direct_samples`), else through the resampler (a new one when the input changed)."""
+        if self._layout is None:
+            self._layout = "mono" if frame.layout.nb_channels == 1 else "stereo"
+        spans: list[tuple[np.ndarray, float | None]] = []
+        direct = _direct_samples(frame, self._layout)
         shape = (frame.format.name, frame.layout.name, frame.sample_rate)
-        outputs: list[av.AudioFrame] = []
-        if self._resampler is not None and self._input_shape != shape:
-            outputs += self._resampler.resample(None)  # keep the old resampler's tail
+        if self._resampler is not None and (direct is not None or self._input_shape != shape):
+            spans += _spans(self._resampler.resample(None))  # keep the old resampler's tail
             self._resampler = None
+        if direct is not None:
+            spans.append((direct, media_s))
+            return spans
         if self._resampler is None:
-            if self._layout is None:
-                self._layout = "mono" if frame.layout.nb_channels == 1 else "stereo"
             self._resampler = av.AudioResampler(
                 format="fltp", layout=self._layout, rate=AUDIO_SAMPLE_RATE_HZ
             )
             self._input_shape = shape
-        outputs += self._resampler.resample(frame)
-        return outputs
+        spans += _spans(self._resampler.resample(frame))
+        return spans
 
     def end(self) -> None:
         """No more frames: flush the resampler's tail so the last samples are not lost."""
         if self._ended:
             return
         if self._resampler is not None:
-            self._write(self._resampler.resample(None), self._recording_clock.clock.now())
+            self._write(_spans(self._resampler.resample(None)), self._recording_clock.clock.now())
         self._ended = True
 
-    def _position(self, out: av.AudioFrame, arrival_s: float) -> int:
-        """Where a resampled frame starts, in absolute samples on the clock."""
+    def _position(self, media_s: float | None, arrival_s: float) -> int:
+        """Where samples of media time `media_s` start, in absolute samples on the clock."""
         predicted: int | None = None
-        if out.pts is not None and out.time_base is not None:
-            happened_s = self._anchor.clock_time(float(out.pts * out.time_base))
+        if media_s is not None:
+            happened_s = self._anchor.clock_time(media_s)
             if happened_s is not None:
                 predicted = round((happened_s + self._playout_delay_s) * AUDIO_SAMPLE_RATE_HZ)
         if self._next_pos is not None and (
@@ -404,17 +425,17 @@ class AudioFeed:
             return predicted
         return round((arrival_s + self._playout_delay_s) * AUDIO_SAMPLE_RATE_HZ)
 
-    def _write(self, outputs: list[av.AudioFrame], arrival_s: float) -> None:
+    def _write(self, spans: list[tuple[np.ndarray, float | None]], arrival_s: float) -> None:
         channels = self.channels or 1
-        for out in outputs:
-            samples = out.to_ndarray()
-            pos = self._position(out, arrival_s)
-            self._next_pos = pos + out.samples
+        for samples, media_s in spans:
+            count = samples.shape[1]
+            pos = self._position(media_s, arrival_s)
+            self._next_pos = pos + count
             with self._lock:
                 if self._ring is None:
                     self._ring = _AudioRing(channels, self._capacity)
                 self._ring.write(pos, samples)
-                self._received_samples += out.samples
+                self._received_samples += count
 
     def read(self, abs_pos: int, count: int) -> np.ndarray:
         """Samples `[abs_pos, abs_pos + count)` as `(channels, count)` float32; zeros for gaps."""
@@ -438,6 +459,28 @@ class AudioFeed:
                 0 if ring is None else ring.dropped_samples,
                 self._anchor.reanchors,
             )
+
+
+def _direct_samples(frame: av.AudioFrame, layout: str) -> np.ndarray | None:
+    """A 48 kHz frame already in the ring's `layout` as `(channels, samples)` float32, converted
+    by numpy; None when it needs libswresample (another rate, layout or sample format)."""
+    direct = _DIRECT_FORMATS.get(frame.format.name)
+    if direct is None or frame.sample_rate != AUDIO_SAMPLE_RATE_HZ or frame.layout.name != layout:
+        return None
+    dtype, scale = direct
+    count, channels = frame.samples, frame.layout.nb_channels
+    if frame.format.is_planar:
+        raw = np.stack([np.frombuffer(p, dtype, count) for p in frame.planes[:channels]])
+    else:  # interleaved in one plane
+        raw = np.frombuffer(frame.planes[0], dtype, count * channels).reshape(count, channels).T
+    if scale is None:
+        return raw  # a view of the frame: the ring copies what it keeps
+    return np.multiply(raw, np.float32(scale), dtype=np.float32)
+
+
+def _spans(outputs: list[av.AudioFrame]) -> list[tuple[np.ndarray, float | None]]:
+    """The resampler's output frames as `(samples, media time)` spans."""
+    return [(out.to_ndarray(), media_time_s(out)) for out in outputs]
 
 
 class Timeline:
