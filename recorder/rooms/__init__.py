@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # connector name (a job's `room.connector`) -> "module:Class"
 CONNECTORS: dict[str, str] = {
     "loopback": "recorder.rooms.loopback:LoopbackConnector",
+    "janus": "recorder.rooms.janus:JanusConnector",
 }
 
 
