@@ -7,6 +7,7 @@ joiners are exact and nothing sleeps.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from recorder.media.clock import ManualClock, MonotonicClock, RecordingClock
 from recorder.media.timeline import (
     AUDIO_SNAP_TOLERANCE_S,
+    LATE_REANCHOR_AFTER_S,
     PLAYOUT_DELAY_S,
     REANCHOR_THRESHOLD_S,
     VIDEO_STALE_AFTER_S,
@@ -267,25 +269,71 @@ def test_a_pts_jump_reanchors_and_playback_continues_on_time() -> None:
         if k >= 45:  # and then restarts from 0
             frame.pts = (k - 45) * 3000
         driver.arrive(k / FPS, cam, frame)
-    run = driver.run(range(66))
-    assert run.numbers("cam")[DELAY_TICKS:] == list(range(60))  # never stuck waiting 1000 s
+    numbers = driver.run(range(66)).numbers("cam")[DELAY_TICKS:]
+    # A jump ahead re-anchors at once: playback never waits 1000 s.
+    assert numbers[:44] == list(range(44))
+    # A jump back looks late until it has lasted LATE_REANCHOR_AFTER_S (it might have been a
+    # stall): those frames are shown as they come, newest first, then the feed re-anchors and
+    # plays on at its pace to the last frame.
+    assert numbers == sorted(numbers) and numbers[-1] == 59
+    assert timeline.video_stats()["cam"].skipped <= round(LATE_REANCHOR_AFTER_S * FPS)
     assert timeline.video_stats()["cam"].reanchors == 2
 
 
-def test_a_stall_longer_than_the_threshold_reanchors_to_the_late_arrivals() -> None:
+def test_lateness_that_lasts_reanchors_to_the_late_arrivals() -> None:
     clock, timeline = make_timeline()
     driver = LiveDriver(clock, timeline)
     cam = timeline.add_video_feed("cam")
     stall_s = 0.5
     assert stall_s > REANCHOR_THRESHOLD_S
-    for k, frame in enumerate(rtp_frames(60, FPS)):  # the network held frames from 30 on
-        driver.arrive(k / FPS + (stall_s if k >= 30 else 0.0), cam, frame)
-    numbers = driver.run(range(80)).numbers("cam")[DELAY_TICKS:]
-    # Frame 29 stays up through the stall; frame 30 comes one playout delay after it really
-    # arrived, and the rest follow at their pace instead of all at once or not at all.
-    hold = round(stall_s * FPS)
-    assert numbers == list(range(30)) + [29] * hold + list(range(30, 74 - hold))
+    arrivals = [k / FPS + (stall_s if k >= 30 else 0.0) for k in range(60)]
+    for k, frame in enumerate(rtp_frames(60, FPS)):  # the network holds every frame from 30 on
+        driver.arrive(arrivals[k], cam, frame)
+    numbers = driver.run(range(80)).numbers("cam")
+    first_tick = {n: numbers.index(n) for n in range(60) if n in numbers}
+    # Frame 29 stays up through the stall, and nothing is ever shown out of order.
+    shown = [n for n in numbers if n is not None]
+    assert shown == sorted(shown) and set(range(59)) <= set(shown)
+    # While the lateness might still pass, late frames keep their pts timing: each is shown as
+    # soon as it arrives (already due)...
+    assert first_tick[30] == round(arrivals[30] * FPS)
+    # ...and once it has lasted LATE_REANCHOR_AFTER_S the feed re-anchors: frames come one playout
+    # delay after they arrive again, at their pace.
+    after = 30 + math.ceil(LATE_REANCHOR_AFTER_S * FPS) + 1
+    assert first_tick[after] == round((arrivals[after] + PLAYOUT_DELAY_S) * FPS)
     assert timeline.video_stats()["cam"].reanchors == 1
+
+
+def test_a_passing_stall_keeps_the_pts_timing_and_the_lip_sync() -> None:
+    # Our own process (or the network) stalls for longer than the re-anchor threshold but less
+    # than the playout delay: the held-up frames arrive in one burst, then all is on time again.
+    # Nothing may move: no re-anchor (it would shift this track, and its lip-sync, for good),
+    # every video frame on its tick, every audio sample in place.
+    stall_s = (REANCHOR_THRESHOLD_S + PLAYOUT_DELAY_S) / 2
+    stall_from, stall_until = 1.0, 1.0 + stall_s
+    clock, timeline = make_timeline()
+    driver = LiveDriver(clock, timeline)
+
+    def arrival(media_s: float) -> float:
+        return stall_until if stall_from <= media_s < stall_until else media_s
+
+    cam = timeline.add_video_feed("cam")
+    for k, frame in enumerate(rtp_frames(60, FPS)):
+        driver.arrive(arrival(k / FPS), cam, frame)
+    tone = Tone(1000.0, 0.5)
+    mic = timeline.add_audio_feed("mic")
+    for frame in audio_source(tone, AudioFormat()).audio_frames(0.0, 2.0):
+        driver.arrive(arrival(float(frame.pts * frame.time_base)), mic, frame)
+    run = driver.run(range(round(2.0 * FPS)))
+    assert run.numbers("cam")[DELAY_TICKS:] == list(range(60 - DELAY_TICKS))
+    samples = run.audio("mic")
+    delay = round(PLAYOUT_DELAY_S * RATE)
+    np.testing.assert_allclose(
+        samples[delay:], tone.render(0, len(samples) - delay, RATE), atol=1e-4
+    )  # s16 quantisation
+    assert timeline.video_stats()["cam"].reanchors == 0
+    assert timeline.audio_stats()["mic"].reanchors == 0
+    assert timeline.audio_stats()["mic"].late_samples == 0
 
 
 def test_a_late_joiner_appears_at_the_right_tick_and_a_silent_feed_goes_stale() -> None:

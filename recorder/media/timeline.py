@@ -4,7 +4,8 @@ Live tracks and offline sources push the same way: `feed.push(frame, arrival_s)`
 carries `pts`/`time_base` (RTP time for live tracks: 1/90000 video, 1/48000 Opus audio) and
 `arrival_s` is a reading of the recording's `Clock` (default: now). Each feed maps its pts to clock
 time through an `_Anchor` (anchored to the arrival of its first frame, re-anchored when arrivals
-drift from what the pts predict by more than `REANCHOR_THRESHOLD_S`) and then shows every frame one
+drift from what the pts predict by more than `REANCHOR_THRESHOLD_S`, for late arrivals only when
+the lateness lasts `LATE_REANCHOR_AFTER_S`) and then shows every frame one
 common `PLAYOUT_DELAY_S` later. The delay is the same for audio and video, so a participant's audio
 and video stay together, jitter up to the delay costs nothing, and a late joiner appears at the
 tick its first frame was due.
@@ -41,6 +42,13 @@ PLAYOUT_DELAY_S = 0.2  # every frame is shown this long after its anchored arriv
 # (pts jump, sender clock reset, a stall). Smaller than the playout delay, so a stream that falls
 # behind is re-anchored before its frames miss their ticks; larger than ordinary network jitter.
 REANCHOR_THRESHOLD_S = 0.15
+# Lateness re-anchors only once it has lasted this long (in arrival time). A stall of our own
+# process (CPU starvation, a GC pause) or of the network delivers a backlog whose lateness shrinks
+# back to nothing within the burst: re-anchoring on it would shift that track for good, and with
+# it the participant's lip-sync, since their other track rarely re-anchors at the same instant.
+# A late frame kept on its pts time is still shown if the lateness is under the playout delay.
+# Lateness that lasts (a sender whose pts went back, a longer path) re-anchors after this.
+LATE_REANCHOR_AFTER_S = 0.25
 VIDEO_BUFFER_FRAMES = 16  # per feed: the playout delay at 60 fps plus jitter; then oldest dropped
 VIDEO_STALE_AFTER_S = 1.5  # no newer frame due for this long: the caller shows a placeholder
 AUDIO_BUFFER_S = 2.0  # per feed: unread audio kept ahead of the reader; then oldest dropped
@@ -88,15 +96,21 @@ class _Anchor:
     The anchor is the first frame: its arrival is when its media instant happened. A frame that
     arrives earlier than the anchor predicts shows that the first frame was delayed (a slow first
     decode, a queue): the anchor moves earlier by that much, so the feed's latency is its fastest
-    path, not its first frame's. A frame more than the threshold away either way re-anchors: the
-    pts jumped or the sender restarted. Times are kept relative to the anchor frame, because RTP
+    path, not its first frame's. A frame more than the threshold early re-anchors at once (the pts
+    jumped ahead); lateness beyond the threshold re-anchors only once it has lasted
+    `LATE_REANCHOR_AFTER_S` (the pts went back, the path got longer), since a stall's backlog is
+    late only for the length of its burst. Times are kept relative to the anchor frame, because RTP
     pts in seconds are large and absolute sums would lose the precision of a tick comparison.
     Owned by the pusher's thread.
     """
 
-    def __init__(self, feed: str, threshold_s: float) -> None:
+    def __init__(
+        self, feed: str, threshold_s: float, late_after_s: float = LATE_REANCHOR_AFTER_S
+    ) -> None:
         self.feed = feed  # for the log: which track re-anchored
         self.threshold_s = threshold_s
+        self.late_after_s = late_after_s
+        self.late_since_s: float | None = None  # first arrival of the current late run
         self.media_s: float | None = None  # the anchor frame's media time
         self.clock_s = 0.0  # when the anchor frame's media instant happened
         self.reanchors = 0
@@ -110,8 +124,16 @@ class _Anchor:
             return arrival_s
         predicted_s = self.clock_s + (media_s - self.media_s)
         drift_s = arrival_s - predicted_s
+        if drift_s > self.threshold_s:
+            if self.late_since_s is None:
+                self.late_since_s = arrival_s
+            if arrival_s - self.late_since_s < self.late_after_s:
+                return predicted_s  # maybe a passing stall: keep the pts timing
+        else:
+            self.late_since_s = None
         if abs(drift_s) > self.threshold_s:
             self.media_s, self.clock_s = media_s, arrival_s
+            self.late_since_s = None
             self.reanchors += 1
             log.info("%s: re-anchored after arrivals drifted %+.3f s from pts", self.feed, drift_s)
             return arrival_s
