@@ -231,6 +231,22 @@ async def test_a_worker_that_dies_without_a_final_status_is_reported_failed(
             await alice.leave()
 
 
+async def test_a_worker_that_dies_before_any_status_is_reported_failed() -> None:
+    # It reads its job and exits at once: no STARTING, so FAILED is the room's own verdict.
+    silent = [sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(3)"]
+    async with RoomServer(worker_command=silent) as room:
+        alice = await join(room.url, "Alice")
+        seen = _statuses(alice)
+        try:
+            recording_id = await alice.start_recording()
+            await until(lambda: bool(seen))
+            assert [c.status for c in seen] == [Status.FAILED]
+            assert seen[0].recording_id == recording_id
+            assert seen[0].reason is not None and seen[0].reason["code"] == "WORKER_EXITED"
+        finally:
+            await alice.leave()
+
+
 async def test_statuses_out_of_order_are_not_relayed(server: RoomServer) -> None:
     alice = await join(server.url, "Alice")
     seen = _statuses(alice)

@@ -130,8 +130,13 @@ class RecordingControl:
         *,
         recording_id: object = None,
         reason: object = None,
+        verdict: bool = False,
     ) -> None:
-        """Tell the room a recorder's status, if it follows the previous one (CONTRACT.md §3)."""
+        """Tell the room a recorder's status, if it follows the previous one (CONTRACT.md §3).
+
+        `verdict`: the service's own RECORDING_FAILED for a worker that exited without a final
+        status; it may follow nothing at all (the worker died before it said STARTING).
+        """
         try:
             parsed = Status(status)
         except ValueError:
@@ -139,7 +144,8 @@ class RecordingControl:
             raise RoomRequestError(
                 ErrorCode.INVALID_REQUEST, f"status {status!r} is not one of {allowed}"
             ) from None
-        if not may_follow(grant.last_status, parsed):
+        died_silent = verdict and parsed is Status.FAILED and grant.last_status is None
+        if not died_silent and not may_follow(grant.last_status, parsed):
             raise RoomRequestError(
                 ErrorCode.INVALID_REQUEST,
                 f"status {parsed} cannot follow {grant.last_status} (CONTRACT.md §3 order)",
@@ -301,6 +307,7 @@ class RecordingControl:
                 self.relay_status(
                     worker.grant,
                     Status.FAILED,
+                    verdict=True,
                     reason={
                         "code": "WORKER_EXITED",
                         "message": f"the worker exited with code {returncode} before it "
