@@ -63,6 +63,8 @@ TURN_S = 3.0  # the floor passes to the next speaker this often
 TURN_SPEECH_ON_PROBABILITY = 0.85
 STARTED_TIMEOUT_S = 20.0  # launch, join, first frame in the file; a worker slower than this failed
 STOPPED_TIMEOUT_S = 60.0  # close the file, store it and the manifest
+# A refused stop means the worker is gone; the room's verdict on it follows within ~2 s.
+WORKER_GONE_GRACE_S = 5.0
 STATUS_LINE_INTERVAL_S = 1.0
 WORKER_STATUS_TIMEOUT_S = 0.5  # a status line late by more than this is the room's instead
 LOOPBACK_HOST = "127.0.0.1"
@@ -435,13 +437,15 @@ class _DemoRun:
     async def _stop(self) -> None:
         """stopRecording (unless it already ended); wait for every participant's final status."""
         watch, outcome = self.watch, self.outcome
+        wait_s = STOPPED_TIMEOUT_S
         if watch.final() is None:
             self._say(f"{self.caller.name} calls stopRecording")
             try:
                 await self.caller.stop_recording()
-            except Exception as error:
+            except Exception as error:  # no recording runs: its worker is gone, say so soon
                 outcome.error = outcome.error or f"stopRecording was refused: {error}"
-        if not await watch.wait_for(watch.everyone_final, STOPPED_TIMEOUT_S):
+                wait_s = WORKER_GONE_GRACE_S
+        if not await watch.wait_for(watch.everyone_final, wait_s):
             outcome.error = outcome.error or (
                 f"not every participant saw a final status within {STOPPED_TIMEOUT_S:.0f} s"
             )

@@ -176,3 +176,24 @@ def test_a_short_demo_records_a_playable_file_and_a_manifest(tmp_path: Path) -> 
     assert len(seen) == 4
     for line in seen:
         assert " ".join(word for word in line.split() if word.isupper()) == order
+
+
+def test_a_recording_that_fails_makes_the_demo_fail(tmp_path: Path) -> None:
+    """A worker that dies before it records: every participant is told RECORDING_FAILED (by the
+    room's control service), the demo says why and exits 1."""
+    worker = f"{sys.executable} -c 'import sys; sys.stdin.read(); sys.exit(3)'"
+    done = subprocess.run(
+        [sys.executable, "-m", "recorder", "demo", "--duration", "5", "--worker-command", worker],
+        cwd=tmp_path,
+        env={**os.environ, OUTPUT_DIR_ENV_VAR: str(tmp_path / "out")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "WORKER_EXITED" in done.stdout
+    assert "demo failed: the recording did not start" in done.stdout
+    seen = [line for line in done.stdout.splitlines() if line.strip().endswith(tuple("0123456789"))]
+    assert sum("FAILED" in line for line in seen) == 4  # each participant saw it
+    assert not (tmp_path / "out").exists()
