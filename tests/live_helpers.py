@@ -229,6 +229,26 @@ def tone_amplitude(
 # --- a publisher in its own process ----------------------------------------------------------
 
 
+async def spawn_publisher(
+    url: str, name: str, index: int
+) -> tuple[asyncio.subprocess.Process, str]:
+    """This module as a publishing participant in its own process; `(process, participant id)`
+    once it has joined and published."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "publisher", url, name, str(index),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    if process.stdout is None:
+        raise RuntimeError("the publisher's standard output is not a pipe")
+    line = await asyncio.wait_for(process.stdout.readline(), STARTED_TIMEOUT_S)
+    words = line.decode().split()
+    if len(words) != 2 or words[0] != "READY":
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"the publisher did not start: {line!r}")
+    return process, words[1]
+
+
 async def _publisher(url: str, name: str, index: int) -> None:
     participant = await join_publishing(url, tone_participant(index, name))
     print("READY", participant.id, flush=True)

@@ -1,14 +1,15 @@
 """Churn in a live room: the recording follows every change within a second and never stalls.
 
 One recording (GRID, `low`, the real worker over real WebRTC on 127.0.0.1) while the room
-changes: a participant joins late and leaves early, a camera goes off and comes back, a camera
-switches its resolution mid-stream, a screen share starts and stops. At one second after each
+changes: a publisher in its own process is killed (SIGKILL: no goodbye), a participant joins late
+and leaves early, a camera goes off and comes back, a camera switches its resolution mid-stream,
+a screen share starts and stops. At one second after each
 change the file must show the new state in the tiles the layouts package computes for it (the
 selection replayed over the same states), the recording must keep every frame (no stall: no pts
-gap), and every participant must see it stop cleanly. (A publisher killed without a goodbye is
-in `test_live_e2e.py`.)
+gap), and every participant must see it stop cleanly. (A publisher that freezes, its socket left
+open, is in `test_live_e2e.py`: there the placeholder shows before it leaves.)
 
-Wall time is inherent: about 11 s of recording plus the worker's start and stop.
+Wall time is inherent: about 13 s of recording plus the worker's start and stop.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from live_helpers import (
     recording_time,
     seen_in,
     shows_colour,
+    spawn_publisher,
     tone_participant,
     until,
     views,
@@ -57,7 +59,7 @@ from recorder.testing.video import SCREEN_BACKGROUND
 QUALITY = Quality.LOW
 CANVAS = PRESETS[QUALITY].landscape
 FPS = PRESETS[QUALITY].fps
-ALICE, BOB, CAROL, DAVE = 1, 2, 4, 3  # palette indexes: far apart in colour
+ALICE, BOB, CAROL, DAVE, ERIN = 1, 2, 4, 3, 5  # palette indexes: far apart in colour
 STEP_S = 1.4  # recorded between two changes: each is checked a second after it, before the next
 LAYOUT_REACTS_S = 1.0  # the layout follows the room within a second (issue 4)
 BEFORE_S = 0.3  # the state before a change is checked this long before it
@@ -87,6 +89,7 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
     log = StatusLog()
     joined: list[RoomParticipant] = []
     changes: list[tuple[str, float]] = []  # (what, wall time)
+    erin_process: asyncio.subprocess.Process | None = None
 
     def happened(what: str) -> None:
         changes.append((what, time.time()))
@@ -98,12 +101,17 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
             bob = await join_publishing(server.url, tone_participant(BOB, "Bob"))
             carol = await join_publishing(server.url, tone_participant(CAROL, "Carol"))
             joined += [alice, bob, carol]
+            erin_process, erin_id = await spawn_publisher(server.url, "Erin", ERIN)
             for participant in joined:
                 log.attach(participant)
             recording_id = await alice.start_recording(
                 config={"layout": {"type": "GRID"}, "quality": str(QUALITY)}
             )
             await until(lambda: log.everyone_saw(Status.STARTED), STARTED_TIMEOUT_S)
+            await recording_time(STEP_S, log)
+            erin_process.kill()  # SIGKILL: no goodbye; its connections close with it
+            await erin_process.wait()
+            happened("erin is killed")
             await recording_time(STEP_S, log)
 
             dave = await join_publishing(server.url, tone_participant(DAVE, "Dave"))
@@ -133,6 +141,9 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
             await alice.stop_recording()
             await until(lambda: log.everyone_saw(Status.STOPPED), STOPPED_TIMEOUT_S)
         finally:
+            if erin_process is not None and erin_process.returncode is None:
+                erin_process.kill()
+                await erin_process.wait()
             await asyncio.gather(*(p.leave() for p in joined), return_exceptions=True)
 
     for participant in (alice, bob, carol):
@@ -152,14 +163,16 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
     assert sum(counters["drops"].values()) < STALL_FRAMES, counters["drops"]
 
     a, b, c, d = (camera_feed(p.id) for p in (alice, bob, carol, dave))
+    e = camera_feed(erin_id)
     share = feed_id(carol.id, TrackKind.SCREEN)
     replay = grid(CANVAS)
+    with_erin = replay.tiles(views([a, b, c, e]))
     three = replay.tiles(views([a, b, c]))
     four = replay.tiles(views([a, b, c, d]))
     three_again = replay.tiles(views([a, b, c]))
     with_share = replay.tiles(views([a, b, c], screens={share: c}))
     three_last = replay.tiles(views([a, b, c]))
-    colours = {a: ALICE, b: BOB, c: CAROL, d: DAVE}
+    colours = {a: ALICE, b: BOB, c: CAROL, d: DAVE, e: ERIN}
     at = {what: file_time(manifest, wall) for what, wall in changes}
 
     def state(tiles: dict[str, Rect], **looks: str) -> dict[str, int | str]:
@@ -167,6 +180,8 @@ async def test_the_layout_follows_churn_and_the_recording_never_stalls(
 
     after = LAYOUT_REACTS_S
     checks = [
+        Check(at["erin is killed"] - BEFORE_S, with_erin, state(with_erin), "before the kill"),
+        Check(at["erin is killed"] + after, three, state(three), "the killed one is gone"),
         Check(at["dave joins"] - BEFORE_S, three, state(three), "before the late join"),
         Check(at["dave joins"] + after, four, state(four), "the late joiner appears"),
         Check(

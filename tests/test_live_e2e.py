@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from live_helpers import (
     recording_time,
     seen_in,
     shows_colour,
+    spawn_publisher,
     tone_amplitude,
     tone_participant,
     until,
@@ -64,7 +64,6 @@ QUALITY = Quality.LOW
 CANVAS = PRESETS[QUALITY].landscape
 FPS = PRESETS[QUALITY].fps
 ALICE, BOB, KEVIN = 1, 2, 3  # palette indexes (the clapper has none: it is dark, or white)
-HELPERS = Path(__file__).with_name("live_helpers.py")
 BEFORE_LATE_JOIN_S = 3.0  # recorded before the fourth participant joins
 BEFORE_FREEZE_S = 2.5  # the late joiner publishes this long before it freezes
 AFTER_LEAVE_S = 1.5  # recorded after the frozen one left, so its removal is in the file
@@ -87,20 +86,6 @@ DURATION_TOLERANCE_S = 0.5
 # gain; an absent one contributes nothing but codec noise, far below this.
 AUDIBLE_TONE = 0.03
 SILENT_TONE = 0.005
-
-
-async def _spawn_publisher(
-    url: str, name: str, index: int
-) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(HELPERS), "publisher", url, name, str(index),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), STARTED_TIMEOUT_S)
-    words = line.decode().split()
-    assert words and words[0] == "READY", line
-    return process, words[1]
 
 
 def _inner(a: Rect, b: Rect) -> Rect:
@@ -157,7 +142,7 @@ async def _record(output: Path) -> LiveRecording:
             listed += lists()  # the recorder is in the room now: it receives everyone
 
             await recording_time(BEFORE_LATE_JOIN_S, log)
-            kevin_process, kevin_id = await _spawn_publisher(server.url, "Kevin", KEVIN)
+            kevin_process, kevin_id = await spawn_publisher(server.url, "Kevin", KEVIN)
             joined_wall = time.time()
             await until(lambda: "Kevin" in {p.name for p in alice.participants.values()})
             listed += [names - {"Kevin"} for names in lists()]
