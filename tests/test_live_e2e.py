@@ -54,6 +54,7 @@ from recorder.embedded_room.protocol import DEFAULT_ROOM_ID
 from recorder.embedded_room.server import RoomServer
 from recorder.inspect import FileReport, measure_sync, probe, read_audio
 from recorder.lifecycle import Status
+from recorder.media.timeline import VIDEO_STALE_AFTER_S
 from recorder.presets import PRESETS, Quality
 from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR
 from recorder.storage.sink import S3_BUCKET_ENV_VAR
@@ -70,7 +71,7 @@ AFTER_LEAVE_S = 1.5  # recorded after the frozen one left, so its removal is in 
 LEAVE_TIMEOUT_S = 15.0  # the room's heartbeat gives up on a frozen client within ~2 x 5 s
 # The layout follows the room within a second (issue 4): a join, a leave, a camera that stops.
 LAYOUT_REACTS_S = 1.0
-# The placeholder replaces a frozen camera once its last frame is stale (the timeline's 1.5 s)
+# The placeholder replaces a frozen camera once its last frame is stale (VIDEO_STALE_AFTER_S)
 # plus the playout delay; it must be on screen for a while before the participant is removed.
 MIN_PLACEHOLDER_FRAMES = 5
 # The placeholder is the theme's tile colour with the initials avatar in the middle (a sixth of
@@ -275,7 +276,7 @@ def test_a_frozen_publisher_becomes_a_placeholder_before_it_leaves(live: LiveRec
         t for t, frame in window.items() if shows_colour(frame, kevin_tile, TILE, TILE_MATCH)
     ]
     assert len(placeholder) >= MIN_PLACEHOLDER_FRAMES, (freeze_s, left_s)
-    assert min(placeholder) <= freeze_s + 1.5 + LAYOUT_REACTS_S
+    assert min(placeholder) <= freeze_s + VIDEO_STALE_AFTER_S + LAYOUT_REACTS_S
 
 
 @pytest.mark.slow
