@@ -44,8 +44,9 @@ E = TypeVar("E", bound=StrEnum)
 _DEFAULTS = DemoOptions()
 # The libraries' own chatter (ICE, DTLS, the room's joins) would bury the status line.
 QUIET_LOGGERS = ("aioice", "aiortc", "aiohttp", "recorder")
-# The worker's own log goes here unless -v (then it shares the terminal).
-WORKER_LOG_NAME = "room-recorder-demo-worker.log"
+# The worker's own log goes to a file of its own per run (demos may run side by side) unless -v
+# (then it shares the terminal).
+WORKER_LOG_NAME = "worker.log"
 
 
 def _enum(enum: type[E]) -> Callable[[str], E]:
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if not verbose:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        worker_log = Path(tempfile.gettempdir()) / WORKER_LOG_NAME
+        worker_log = Path(tempfile.mkdtemp(prefix="recorder-demo-")) / WORKER_LOG_NAME
     options = DemoOptions(
         layout=args.layout,
         theme=args.theme,
