@@ -31,9 +31,11 @@ from recorder.demo import (
     report,
     run_demo,
 )
+from recorder.demo_janus import run_janus_demo
 from recorder.embedded_room.control import DEFAULT_WORKER_COMMAND
 from recorder.errors import ExitCode
 from recorder.presets import Mode, Quality
+from recorder.testing.janus import JanusUnavailableError
 
 HELP = (
     "record a demo room end to end on 127.0.0.1: synthetic participants over WebRTC, "
@@ -47,6 +49,7 @@ QUIET_LOGGERS = ("aioice", "aiortc", "aiohttp", "recorder")
 # The worker's own log goes to a file of its own per run (demos may run side by side) unless -v
 # (then it shares the terminal).
 WORKER_LOG_NAME = "worker.log"
+ROOM_KINDS = ("embedded", "janus")
 
 
 def _enum(enum: type[E]) -> Callable[[str], E]:
@@ -92,6 +95,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how many synthetic participants join (default %(default)s)",
     )
     parser.add_argument(
+        "--room",
+        choices=ROOM_KINDS,
+        default=ROOM_KINDS[0],
+        help="embedded: the project's own room (default); janus: a Janus VideoRoom, recorded "
+        "through the Janus connector",
+    )
+    parser.add_argument(
+        "--janus-url",
+        metavar="URL",
+        help="with --room janus: the WebSocket API of a Janus to use (default: start Janus here "
+        "with the project's configuration, in a sealed network namespace; needs root)",
+    )
+    parser.add_argument(
         "--worker-command",
         help="what startRecording launches, the job on its standard input (default: "
         f"{shlex.join(DEFAULT_WORKER_COMMAND)}, with its control endpoint for the status line)",
@@ -126,15 +142,26 @@ def run(args: argparse.Namespace) -> int:
         worker_command=worker_command,
         worker_log=worker_log,
     )
+    if args.room == "janus":
+        return asyncio.run(_demo(options, janus_url=args.janus_url, janus=True))
     return asyncio.run(_demo(options))
 
 
-async def _demo(options: DemoOptions) -> int:
+async def _demo(options: DemoOptions, *, janus_url: str | None = None, janus: bool = False) -> int:
     # Ctrl-C (or SIGTERM) stops the recording early; it is still stored and reported.
     stop_early = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_early.set)
-    outcome = await run_demo(options, out=sys.stdout, stop_early=stop_early)
+    if janus:
+        try:
+            outcome = await run_janus_demo(
+                options, janus_url=janus_url, out=sys.stdout, stop_early=stop_early
+            )
+        except JanusUnavailableError as error:
+            print(f"recorder demo: {error}", file=sys.stderr)
+            return ExitCode.FAILED
+    else:
+        outcome = await run_demo(options, out=sys.stdout, stop_early=stop_early)
     report(outcome, sys.stdout)
     return ExitCode.OK if outcome.succeeded else ExitCode.FAILED

@@ -112,7 +112,7 @@ from recorder.rooms.janus.streams import (
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5  # who is in the room: a join or leave is seen within this (+ a round trip)
-PROBE_INTERVAL_S = 2.0  # a stream added by a present publisher (screen share) is seen within this
+PROBE_INTERVAL_S = 1.0  # a stream added by a present publisher (screen share) is seen within this
 RECONNECT_TIMEOUT_S = 60.0  # Janus (and the room) unreachable for longer: the room has ended
 RECONNECT_FIRST_DELAY_S = 0.2
 RECONNECT_MAX_DELAY_S = 2.0
