@@ -54,19 +54,24 @@ class RecordingDelivery:
         progress: SpoolProgress,
         *,
         hurry: threading.Event | None = None,
+        sidecar_optional: bool = False,
     ) -> None:
         self.sink = sink
         self.spool = spool
         self.target = target
         self.progress = progress
         self.hurry = hurry
+        # Recovery sets it: the spool is complete and the sidecar only mirrors what the command
+        # already knows, so a sidecar that cannot be written (the disk that filled up and killed
+        # the recording is still full) must not stop the upload that frees the disk.
+        self.sidecar_optional = sidecar_optional
         self._media_task: asyncio.Task[StoredObject] | None = None
 
     async def start(self, draft_manifest: Mapping[str, Any] | None = None) -> None:
         """Write the sidecar (so recovery knows where this goes) and start storing the media."""
         if self._media_task is not None:
             raise RuntimeError("the delivery has already started")
-        await asyncio.to_thread(write_sidecar, self.spool, Sidecar(self.target, draft_manifest))
+        await self._write_sidecar(draft_manifest)
         self._media_task = asyncio.create_task(
             self.sink.store_spool(
                 self.spool,
@@ -84,7 +89,7 @@ class RecordingDelivery:
             raise RuntimeError("finish() before start()")
         # The final manifest goes into the sidecar first: if anything below fails, or the worker
         # is killed, recovery writes this manifest and not the draft.
-        await asyncio.to_thread(write_sidecar, self.spool, Sidecar(self.target, manifest))
+        await self._write_sidecar(manifest)
         try:
             media = await self._media_task
             document = with_stored_media(manifest, media)
@@ -100,6 +105,14 @@ class RecordingDelivery:
             ) from error
         await asyncio.to_thread(self._remove_local_copy)
         return DeliveredRecording(media, stored_manifest, document)
+
+    async def _write_sidecar(self, manifest: Mapping[str, Any] | None) -> None:
+        try:
+            await asyncio.to_thread(write_sidecar, self.spool, Sidecar(self.target, manifest))
+        except StorageError as error:
+            if not self.sidecar_optional:
+                raise
+            log.warning("%s; storing the spool without updating it", error.message)
 
     async def abandon(self) -> None:
         """Stop storing (the run is frozen or failed); the spool and sidecar stay."""
@@ -180,6 +193,8 @@ async def recover_spool(
         manifest_key=target.manifest_key,
         stopped_at=modified_at(spool),
     )
-    delivery = RecordingDelivery(sink, spool, target, SpoolProgress.complete(durable))
+    delivery = RecordingDelivery(
+        sink, spool, target, SpoolProgress.complete(durable), sidecar_optional=True
+    )
     await delivery.start(manifest_document)
     return await delivery.finish(manifest_document)
