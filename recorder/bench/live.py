@@ -301,6 +301,10 @@ def _pts_gap_frames(path: Path, frame_s: float) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """One live recording of `args.frames` frames (at 30 fps), measured."""
+    if getattr(args, "room", "embedded") == "janus":  # the same room, through Janus
+        from recorder.bench.live_janus import run as run_through_janus  # noqa: PLC0415
+
+        return run_through_janus(args)
     with tempfile.TemporaryDirectory(prefix="recorder-bench-live-") as folder:
         workdir = Path(folder)
         report_path = workdir / "worker.json"

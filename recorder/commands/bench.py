@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="--stop-latency: how long the recording runs before the stop (default 300)",
     )
+    parser.add_argument(
+        "--room",
+        choices=("embedded", "janus"),
+        default="embedded",
+        help="--live: the embedded room (default), or a Janus VideoRoom started here (root)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
 
 
