@@ -80,9 +80,17 @@ MAX_SHOWN_VALUE_CHARS = 60  # longer values are cut in error lines
 
 WEBHOOK_URL_SCHEMES = ("http", "https")
 AWS_DIR_PATH_RULE = (
-    "a relative '/'-separated path with no empty, '.' or '..' segments, no backslashes or "
-    f"control characters, at most {MAX_AWS_DIR_PATH_BYTES} bytes of UTF-8"
+    "a relative '/'-separated path with no empty, '.' or '..' segments (nor look-alikes of them), "
+    "no backslashes, control or invisible formatting characters (bidi overrides, zero-width), "
+    f"at most {MAX_AWS_DIR_PATH_BYTES} bytes of UTF-8 (stored in Unicode NFC)"
 )
+# Characters that change how a key reads without being seen: bidi overrides and isolates,
+# zero-width spaces and joiners, the byte order mark (category Cf); line and paragraph
+# separators (Zl, Zp), which break a log line as a newline does.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
+# Characters drawn like a slash or a backslash that no normalisation turns into one: in a key
+# they would show a folder that is not there.
+SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u2216\u29f9")
 ENUM_NOTE = "Enum values are matched case-insensitively and echoed back in canonical form."
 
 _PROBLEM_ERROR_TYPE = "job_value"  # our own validators' errors: ctx["problem"] is the whole line
@@ -202,8 +210,15 @@ def normalize_aws_dir_path(value: object) -> str:
         raise _problem(value, f"is not a string; allowed: {AWS_DIR_PATH_RULE}")
     if not _is_valid_text(value) or _has_control_characters(value):
         raise _problem(value, f"holds control or invalid characters; allowed: {AWS_DIR_PATH_RULE}")
+    if any(unicodedata.category(char) in INVISIBLE_CATEGORIES for char in value):
+        raise _problem(
+            value, f"holds invisible formatting characters; allowed: {AWS_DIR_PATH_RULE}"
+        )
     if "\\" in value:
         raise _problem(value, f"holds a backslash; allowed: {AWS_DIR_PATH_RULE}")
+    # One spelling per name: "é" composed and decomposed would otherwise be two folders that
+    # look the same.
+    value = unicodedata.normalize("NFC", value)
     if value in ("", "/"):
         return ""  # the bucket root
     segments = value.split("/")
@@ -218,6 +233,14 @@ def normalize_aws_dir_path(value: object) -> str:
             raise _problem(value, f"has an empty segment; allowed: {AWS_DIR_PATH_RULE}")
         if segment in (".", ".."):
             raise _problem(value, f"has a {segment!r} segment; allowed: {AWS_DIR_PATH_RULE}")
+        # A tool that folds compatibility characters (NFKC) would read "‥" as "..", "．" as "."
+        # and "／" as "/": refused, so no reader can see a traversal or another folder in it.
+        folded = unicodedata.normalize("NFKC", segment)
+        if folded in (".", "..") or any(c in SLASH_LOOKALIKES or c in "/\\" for c in folded):
+            raise _problem(
+                value,
+                f"has a segment {segment!r} that reads as {folded!r}; allowed: {AWS_DIR_PATH_RULE}",
+            )
     normalized = "/".join(segments)
     if len(normalized.encode("utf-8")) > MAX_AWS_DIR_PATH_BYTES:
         raise _problem(

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from recorder.job import (
     MAX_JOB_SIZE_BYTES,
     RECORDING_ID_PATTERN,
     ROOM_CONNECTORS,
+    SLASH_LOOKALIKES,
     Job,
     LayoutConfig,
     Limits,
@@ -706,10 +708,21 @@ def valid_jobs(draw: st.DrawFn) -> dict[str, Any]:
         "orientation": draw(st.sampled_from(list(Orientation)).flatmap(_any_case)),
     }
     segment = st.text(
-        st.characters(exclude_categories=["Cc", "Cs"], exclude_characters="/\\"),
+        # No control, surrogate or invisible formatting characters (Cf, Zl, Zp), nothing that
+        # reads as `.`, `..`, `/` or `\\` once folded (NFKC), nor a slash look-alike.
+        st.characters(
+            exclude_categories=["Cc", "Cs", "Cf", "Zl", "Zp"],
+            exclude_characters="/\\" + "".join(SLASH_LOOKALIKES),
+        ),
         min_size=1,
         max_size=8,
-    ).filter(lambda s: s not in (".", ".."))
+    ).filter(
+        lambda s: (
+            s not in (".", "..")
+            and unicodedata.normalize("NFKC", s) not in (".", "..")
+            and not set(unicodedata.normalize("NFKC", s)) & {"/", "\\", *SLASH_LOOKALIKES}
+        )
+    )
     data: dict[str, Any] = {
         "recordingId": draw(st.from_regex(RECORDING_ID_PATTERN, fullmatch=True)),
         "webhookUrl": draw(st.sampled_from([None, "http://127.0.0.1:8080/h", "https://h.test"])),

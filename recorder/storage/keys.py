@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from recorder.errors import Fault, RecorderError
-from recorder.job import RECORDING_ID_PATTERN, normalize_aws_dir_path
+from recorder.job import INVISIBLE_CATEGORIES, RECORDING_ID_PATTERN, normalize_aws_dir_path
 
 if TYPE_CHECKING:
     from recorder.job import Job
@@ -44,6 +44,8 @@ def check_key(key: str, *, prefix: str = "") -> str:
         raise UnsafeKeyError(f"key {key!r} is not a relative '/'-separated key")
     if any(unicodedata.category(char) == "Cc" for char in key):
         raise UnsafeKeyError(f"key {key!r} holds control characters")
+    if any(unicodedata.category(char) in INVISIBLE_CATEGORIES for char in key):
+        raise UnsafeKeyError(f"key {key!r} holds invisible formatting characters")
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
