@@ -171,6 +171,7 @@ class VideoStats:
     skipped: int  # superseded by a newer frame before any tick showed them (input fps > output)
     dropped: int  # pushed out of a full buffer (the reader fell behind)
     reanchors: int
+    refused: int = 0  # frames with no pixels (0 wide or 0 high): nothing to show, never queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +209,19 @@ class VideoFeed:
         self._current: _Queued | None = None
         self._current_shown = False
         self._last_due_s = float("-inf")
-        self._received = self._shown = self._skipped = self._dropped = 0
+        self._received = self._shown = self._skipped = self._dropped = self._refused = 0
 
     def push(self, frame: av.VideoFrame, arrival_s: float | None = None) -> None:
-        """Queue a decoded frame that arrived at `arrival_s` (a clock reading; default now)."""
+        """Queue a decoded frame that arrived at `arrival_s` (a clock reading; default now).
+
+        A frame with no pixels is refused (counted): a remote decoder or connector may hand one
+        over, and nothing downstream can scale it; the feed keeps showing its last picture.
+        """
+        if frame.width <= 0 or frame.height <= 0:
+            with self._lock:
+                self._received += 1
+                self._refused += 1
+            return
         if arrival_s is None:
             arrival_s = self._recording_clock.clock.now()
         media_s = media_time_s(frame)
@@ -262,7 +272,12 @@ class VideoFeed:
     def stats(self) -> VideoStats:
         with self._lock:
             return VideoStats(
-                self._received, self._shown, self._skipped, self._dropped, self._anchor.reanchors
+                self._received,
+                self._shown,
+                self._skipped,
+                self._dropped,
+                self._anchor.reanchors,
+                self._refused,
             )
 
 
