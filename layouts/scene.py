@@ -5,7 +5,8 @@
 cached by its inputs), per tile whether to show the feed's video or its initials avatar, and the
 overlay sprites (speaking ring, name label, mute mark, "+N" badge, empty-room card) at their
 canvas positions. `plan_frame` is the one call the recorder's tick loop makes per frame:
-select + arrange + build_scene.
+select + arrange + build_scene. Given the loop's `SceneCache`, it reuses the previous tick's
+`Scene` when what it draws is unchanged (the usual tick: the same tiles, people and states).
 
 Sizes follow the tile, not the canvas, so a SIDEBAR side tile gets a smaller label than its main
 tile; every position and size is even (yuv420p). Decisions where the issue left room:
@@ -63,6 +64,11 @@ MIN_RING_PX = 2
 MAX_RING_PX = 8
 # Backgrounds kept: one per (canvas, theme, tile rectangles) seen recently.
 BACKGROUND_CACHE_SIZE = 8
+# What `build_scene` draws of a feed, and what it ignores: the ranking fields, which only
+# `select` reads. `SceneCache` keys on the drawn ones. Every `ParticipantView` field is in one
+# of the two (tests/test_draw.py checks), so a new field must be placed before it can be missed.
+DRAWN_FIELDS = ("id", "name", "video_on", "muted", "speaking", "screen_of")
+UNDRAWN_FIELDS = ("last_spoke", "pinned_at", "joined_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +161,77 @@ def build_scene(
     )
 
 
+class SceneCache:
+    """The last `Scene` one tick loop planned and what `build_scene` read to make it.
+
+    Owned by one loop (the media engine), so its lifetime is the recording's and nothing is
+    shared between threads. One entry: consecutive ticks are what repeat. Building a scene costs
+    ~60 us (sprite look-ups, a plan per tile); the key costs a few.
+    """
+
+    __slots__ = ("_key", "_scene", "hits", "misses")
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._scene: Scene | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def scene(
+        self,
+        tiles: tuple[Tile, ...],
+        feeds: Sequence[ParticipantView],
+        hidden: int,
+        theme: Theme,
+        canvas: Size,
+    ) -> Scene:
+        """`build_scene(tiles, feeds, hidden, theme, canvas)`, or the last one if equal."""
+        by_id = {feed.id: feed for feed in feeds}
+        key = (tiles, tuple(_drawn(by_id, tile.feed_id) for tile in tiles), hidden, theme, canvas)
+        if self._scene is not None and key == self._key:
+            self.hits += 1
+            return self._scene
+        self.misses += 1
+        self._scene = build_scene(tiles, feeds, hidden, theme, canvas)
+        self._key = key
+        return self._scene
+
+
+def _drawn(by_id: dict[str, ParticipantView], feed_id: str) -> tuple[object, ...]:
+    """What `build_scene` reads of a tile's feed: its `DRAWN_FIELDS` and, for a screen share,
+    its presenter's name when the presenter's feed is present."""
+    feed = by_id[feed_id]
+    presenter = by_id.get(feed.screen_of) if feed.screen_of is not None else None
+    return (
+        feed.id,
+        feed.name,
+        feed.video_on,
+        feed.muted,
+        feed.speaking,
+        feed.screen_of,
+        None if presenter is None else presenter.name,
+    )
+
+
 def plan_frame(
     previous: Selection | None,
     feeds: Sequence[ParticipantView],
     spec: LayoutSpec,
     canvas: Size,
     now: float,
+    *,
+    cache: SceneCache | None = None,
 ) -> tuple[Selection, Scene]:
     """One tick of the layout: who is shown (`select`), where (`arrange`), and what is drawn.
 
-    Pass the returned selection back as `previous` on the next tick.
+    Pass the returned selection back as `previous` on the next tick, and the loop's `cache` to
+    get the previous tick's scene back while nothing drawn has changed.
     """
     selection = select(previous, feeds, spec, now)
     tiles = arrange(selection, feeds, spec.type, canvas)
-    return selection, build_scene(tiles, feeds, selection.hidden, spec.theme, canvas)
+    if cache is None:
+        return selection, build_scene(tiles, feeds, selection.hidden, spec.theme, canvas)
+    return selection, cache.scene(tiles, feeds, selection.hidden, spec.theme, canvas)
 
 
 def label_height(rect: Rect) -> int:

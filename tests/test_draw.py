@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 import numpy as np
@@ -423,3 +424,141 @@ def test_build_scene_uses_the_given_tiles() -> None:
     tiles = arrange(selection, feeds, spec.type, CANVAS)
     _, planned = scene.plan_frame(None, feeds, spec, CANVAS, 0.0)
     assert planned == scene.build_scene(tiles, feeds, selection.hidden, spec.theme, CANVAS)
+
+
+# --- the scene cache -------------------------------------------------------------------------
+
+
+def test_every_participant_field_is_either_drawn_or_declared_undrawn() -> None:
+    """The scene cache keys on the drawn fields: a new field must be placed in one list."""
+    fields = {field.name for field in dataclasses.fields(ParticipantView)}
+    assert set(scene.DRAWN_FIELDS) | set(scene.UNDRAWN_FIELDS) == fields
+    assert not set(scene.DRAWN_FIELDS) & set(scene.UNDRAWN_FIELDS)
+
+
+@st.composite
+def _rooms(draw_: st.DrawFn) -> list[ParticipantView]:
+    """Cameras, and screen shares whose presenter may be present or gone; names may repeat."""
+    count = draw_(st.integers(1, 7))
+    feeds = []
+    for i in range(count):
+        presenter = draw_(st.sampled_from([None, None, "p0", "p1", "gone"]))
+        feeds.append(
+            ParticipantView(
+                id=f"p{i}" if presenter is None else f"s{i}",
+                name=draw_(st.sampled_from(["Ann", "Bo", "Ann Lee", "Zoë"])),
+                video_on=draw_(st.booleans()),
+                muted=draw_(st.booleans()),
+                speaking=draw_(st.booleans()),
+                last_spoke=draw_(st.sampled_from([None, 0.5, 1.0])),
+                pinned_at=draw_(st.sampled_from([None, 0.2, 0.7])),
+                joined_at=float(i),
+                screen_of=presenter,
+            )
+        )
+    return feeds
+
+
+def _undrawn_changed(feed: ParticipantView, value: float) -> ParticipantView:
+    return dataclasses.replace(feed, last_spoke=value, pinned_at=value, joined_at=value)
+
+
+def _changed(feed: ParticipantView, draw_: st.DrawFn) -> ParticipantView:
+    """`feed` with any of its fields changed, drawn or not (the id stays)."""
+    changes = draw_(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "name": st.sampled_from(["Ann", "Bo", "Ann Lee"]),
+                "video_on": st.booleans(),
+                "muted": st.booleans(),
+                "speaking": st.booleans(),
+                "last_spoke": st.sampled_from([None, 0.9, 3.0]),
+                "pinned_at": st.sampled_from([None, 0.1, 0.9]),
+                "joined_at": st.floats(0.0, 9.0),
+            },
+        )
+    )
+    return dataclasses.replace(feed, **changes)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    feeds=_rooms(),
+    layout=st.sampled_from(list(LayoutType)),
+    theme=st.sampled_from(list(Theme)),
+)
+def test_the_scene_cache_never_serves_a_scene_that_build_scene_would_not_draw(
+    data: st.DataObject, feeds: list[ParticipantView], layout: LayoutType, theme: Theme
+) -> None:
+    """Tick after tick any field may change (or a feed leave); whatever the cache hands back
+    is what `build_scene` draws for that tick."""
+    spec = LayoutSpec(type=layout, theme=theme, grid_size=4)
+    cache = scene.SceneCache()
+    selection = None
+    for now in (0.0, 0.5, 1.0, 4.0):
+        selection, planned = scene.plan_frame(selection, feeds, spec, CANVAS, now, cache=cache)
+        tiles = arrange(selection, feeds, spec.type, CANVAS)
+        assert planned == scene.build_scene(tiles, feeds, selection.hidden, theme, CANVAS)
+        feeds = [_changed(feed, data.draw) for feed in feeds if data.draw(st.integers(0, 5))]
+    assert cache.hits + cache.misses == 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(feeds=_rooms(), layout=st.sampled_from(list(LayoutType)), other=st.floats(0.0, 100.0))
+def test_the_undrawn_fields_are_not_drawn(
+    feeds: list[ParticipantView], layout: LayoutType, other: float
+) -> None:
+    """What the cache ignores must not change the scene: same tiles, same scene."""
+    spec = LayoutSpec(type=layout, grid_size=4)
+    selection = select(None, feeds, spec, 0.0)
+    tiles = arrange(selection, feeds, spec.type, CANVAS)
+    planned = scene.build_scene(tiles, feeds, selection.hidden, spec.theme, CANVAS)
+    changed = [
+        dataclasses.replace(f, last_spoke=other, pinned_at=other, joined_at=other) for f in feeds
+    ]
+    assert scene.build_scene(tiles, changed, selection.hidden, spec.theme, CANVAS) == planned
+
+
+def test_plan_frame_reuses_the_scene_while_what_is_drawn_is_unchanged() -> None:
+    spec = LayoutSpec(type=LayoutType.GRID, theme=Theme.DARK)
+    cache = scene.SceneCache()
+    feeds = _feeds(3, speaking={1})
+    selection, first = scene.plan_frame(None, feeds, spec, CANVAS, 0.0, cache=cache)
+    # Speech goes on (last_spoke moves every tick), nothing drawn changes: the same object.
+    talking = [dataclasses.replace(f, last_spoke=0.1) if f.id == "p1" else f for f in feeds]
+    selection, second = scene.plan_frame(selection, talking, spec, CANVAS, 0.1, cache=cache)
+    assert second is first
+    # A change that is drawn (p2 mutes) gives a new scene, the one build_scene makes.
+    muted = [dataclasses.replace(f, muted=True) if f.id == "p2" else f for f in talking]
+    selection, third = scene.plan_frame(selection, muted, spec, CANVAS, 0.2, cache=cache)
+    tiles = arrange(selection, muted, spec.type, CANVAS)
+    assert third == scene.build_scene(tiles, muted, selection.hidden, spec.theme, CANVAS)
+    assert third != first
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_renaming_a_hidden_presenter_relabels_their_share() -> None:
+    """A share's label is its presenter's name, read from the presenter's feed even when that
+    feed has no tile: the cache must see the rename."""
+    spec = LayoutSpec(type=LayoutType.GRID, grid_size=2)
+    cache = scene.SceneCache()
+    feeds = [
+        ParticipantView(id="p1", name="Ann", joined_at=0.0),
+        ParticipantView(id="p2", name="Bo", joined_at=1.0, speaking=True, last_spoke=0.0),
+        ParticipantView(id="p1-screen", name="x", screen_of="p1", joined_at=2.0),
+    ]
+    selection, _ = scene.plan_frame(None, feeds, spec, CANVAS, 0.0, cache=cache)
+    assert "p1" not in selection.visible and "p1-screen" in selection.visible
+    renamed = [dataclasses.replace(f, name="Cy") if f.id == "p1" else f for f in feeds]
+    selection, second = scene.plan_frame(selection, renamed, spec, CANVAS, 0.1, cache=cache)
+    assert "p1" not in selection.visible
+    labels = {
+        o.sprite.key[1]
+        for plan in second.tiles
+        for o in plan.overlays
+        if o.sprite.key[0] == "label"
+    }
+    assert labels == {"Bo", "Cy — screen"}
+    assert (cache.hits, cache.misses) == (0, 2)

@@ -12,7 +12,8 @@ Each tick i, on the media thread:
 1. audio: the timeline's span for tick i (every present participant, visible or not) goes
    through the mixer, whose frames go to the encoder; the mixer's speaking states are updated;
 2. video (video-and-audio mode only): the roster's participants at the tick, with speaking
-   states from the mixer, go through the layouts (`plan_frame`: select, arrange, scene); the
+   states from the mixer, go through the layouts (`plan_frame`: select, arrange, scene; the
+   previous tick's scene is reused while nothing drawn changed); the
    compositor draws the scene with each feed's latest picture; the frame goes to the encoder with
    pts i.
 
@@ -48,7 +49,7 @@ from typing import Protocol
 import av
 
 from layouts.model import LayoutSpec, ParticipantView
-from layouts.scene import plan_frame
+from layouts.scene import SceneCache, plan_frame
 from layouts.selection import Selection
 from recorder.errors import FinalizeTimeoutError, MediaError
 from recorder.media.clock import RecordingClock
@@ -159,6 +160,7 @@ class MediaEngine:
         self.compositor = Compositor(self.canvas) if self.has_video else None
         self.stats = EngineStats()
         self._selection: Selection | None = None
+        self._scenes = SceneCache()
         self._last_frame: av.VideoFrame | None = None  # repeated on late ticks
         self._roster_delay_s = timeline.settings.playout_delay_s
         self._stop = threading.Event()
@@ -272,7 +274,7 @@ class MediaEngine:
         tick_s = self.clock.tick_s(index)
         views = self._views(tick_s - self._roster_delay_s)
         self._selection, scene = plan_frame(
-            self._selection, views, self.layout, self.canvas, tick_s
+            self._selection, views, self.layout, self.canvas, tick_s, cache=self._scenes
         )
         pictures = self.timeline.pictures(tick_s)
         planned = time.perf_counter()
