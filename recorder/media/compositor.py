@@ -264,7 +264,9 @@ class Compositor:
         cached = self._sources.get(key)
         if cached is None or cached.source is not frame:
             placement = place_video(Size(frame.width, frame.height), rect, fit)
-            scaler = self._scalers.setdefault(key, VideoReformatter())
+            scaler = self._scalers.get(key)
+            if scaler is None:
+                scaler = self._scalers[key] = VideoReformatter()
             scaled = scaler.reformat(
                 frame,
                 placement.scaled.width,

@@ -26,7 +26,7 @@ from layouts.model import LayoutSpec, ParticipantView
 from recorder.media.clock import ManualClock, RecordingClock
 from recorder.media.encoder import Encoder, EncoderSettings
 from recorder.media.engine import EngineStats, MediaEngine, RosterEntry
-from recorder.media.timeline import AudioFeed, PlayoutSettings, Timeline, VideoFeed
+from recorder.media.timeline import AudioFeed, PlayoutSettings, Timeline, VideoFeed, media_time_s
 from recorder.rooms.base import TrackKind, feed_id
 from recorder.testing.clapper import clapper_participant
 from recorder.testing.sources import (
@@ -34,8 +34,6 @@ from recorder.testing.sources import (
     ParticipantSource,
     Sound,
     VideoFormat,
-    frame_time_s,
-    interleaved,
     synthetic_participant,
 )
 from recorder.testing.stills import StillSpec, demo_name
@@ -71,23 +69,57 @@ class ScriptedParticipant:
 
 
 @dataclass(slots=True)
+class _Track:
+    """One track's frames in time order, with the next one kept back until it is due."""
+
+    frames: Iterator[av.VideoFrame] | Iterator[av.AudioFrame]
+    pending: av.VideoFrame | av.AudioFrame | None = None
+    pending_s: float = 0.0
+    ended: bool = False
+
+
+@dataclass(slots=True)
 class _Stream:
-    """One participant's frames in time order, with the next one kept back until it is due."""
+    """One participant's tracks. Each track is pushed in its own time order; the order between
+    a participant's audio and video does not matter, as every push carries its arrival time and
+    each feed has its own anchor (so no merge of the two is needed)."""
 
     participant: ScriptedParticipant
-    frames: Iterator[tuple[float, av.VideoFrame | av.AudioFrame]]
-    pending: tuple[float, av.VideoFrame | av.AudioFrame] | None = None
+    video: _Track | None
+    audio: _Track | None
     joined: bool = False
     ended: bool = False
 
 
-def _frames(
-    participant: ScriptedParticipant, with_video: bool
-) -> Iterator[tuple[float, av.VideoFrame | av.AudioFrame]]:
+def _stream(participant: ScriptedParticipant, with_video: bool) -> _Stream:
     source, join_s, leave_s = participant.source, participant.join_s, participant.leave_s
-    if with_video:
-        return interleaved(source, join_s, leave_s)
-    return ((frame_time_s(f), f) for f in source.audio_frames(join_s, leave_s))
+    video = audio = None
+    if with_video and source.video_format is not None:
+        video = _Track(iter(source.video_frames(join_s, leave_s)))
+    if source.audio_format is not None:
+        audio = _Track(iter(source.audio_frames(join_s, leave_s)))
+    return _Stream(participant, video, audio)
+
+
+def _roster_entry(p: ScriptedParticipant) -> RosterEntry:
+    return RosterEntry(
+        ParticipantView(
+            id=p.camera_feed,
+            name=p.source.name,
+            video_on=p.source.video_format is not None,
+            muted=p.muted,
+            pinned_at=p.pinned_at,
+            joined_at=p.join_s,
+        ),
+        p.audio_feed if p.source.audio_format is not None else None,
+    )
+
+
+def _time_s(frame: av.VideoFrame | av.AudioFrame) -> float:
+    time_s = media_time_s(frame)
+    if time_s is None:
+        raise ValueError("a scripted source gave a frame without pts/time_base")
+    return time_s
 
 
 class ScriptedRoom:
@@ -106,33 +138,21 @@ class ScriptedRoom:
             raise ValueError(f"participant ids must be unique: {ids}")
         self.participants = tuple(participants)
         self.timeline = timeline
-        self._streams = [_Stream(p, _frames(p, with_video)) for p in self.participants]
+        self._streams = [_stream(p, with_video) for p in self.participants]
         self._with_video = with_video
+        # A scripted participant's view never changes (the engine adds the speech states), so
+        # each roster entry is made once, not every tick.
+        self._entries = [(p, _roster_entry(p)) for p in self.participants]
         self._video: dict[str, VideoFeed] = {}  # by participant id, once joined
         self._audio: dict[str, AudioFeed] = {}
 
     def entries(self, recording_s: float) -> list[RosterEntry]:
         """The camera feeds present at `recording_s`."""
-        return [
-            RosterEntry(
-                ParticipantView(
-                    id=p.camera_feed,
-                    name=p.source.name,
-                    video_on=p.source.video_format is not None,
-                    muted=p.muted,
-                    pinned_at=p.pinned_at,
-                    joined_at=p.join_s,
-                ),
-                p.audio_feed if p.source.audio_format is not None else None,
-            )
-            for p in self.participants
-            if p.present_at(recording_s)
-        ]
+        return [entry for p, entry in self._entries if p.present_at(recording_s)]
 
     def feed_until(self, until_s: float) -> None:
         """Push every frame of every present participant due before `until_s`; end the feeds of
         those who left before it."""
-        clock = self.timeline.recording_clock
         for stream in self._streams:
             participant = stream.participant
             if stream.ended:
@@ -142,24 +162,35 @@ class ScriptedRoom:
                 stream.joined = True
             if not stream.joined:
                 continue
-            while True:
-                if stream.pending is None:
-                    stream.pending = next(stream.frames, None)
-                    if stream.pending is None:
-                        break
-                time_s, frame = stream.pending
-                if time_s >= until_s:
-                    break
-                arrival_s = clock.to_clock_s(time_s)
-                if isinstance(frame, av.VideoFrame):
-                    self._video[participant.participant_id].push(frame, arrival_s)
-                else:
-                    self._audio[participant.participant_id].push(frame, arrival_s)
-                stream.pending = None
+            pid = participant.participant_id
+            if stream.video is not None:
+                self._push_due(stream.video, self._video[pid].push, until_s)
+            if stream.audio is not None:
+                self._push_due(stream.audio, self._audio[pid].push, until_s)
             if participant.leave_s is not None and participant.leave_s < until_s:
                 self.timeline.remove_video_feed(participant.camera_feed)
                 self.timeline.remove_audio_feed(participant.audio_feed)
                 stream.ended = True
+
+    def _push_due(
+        self,
+        track: _Track,
+        push: Callable[[av.VideoFrame | av.AudioFrame, float], None],
+        until_s: float,
+    ) -> None:
+        """Push the track's frames due before `until_s`, each arriving exactly on its time."""
+        to_clock_s = self.timeline.recording_clock.to_clock_s
+        while not track.ended:
+            if track.pending is None:
+                track.pending = next(track.frames, None)
+                if track.pending is None:
+                    track.ended = True
+                    break
+                track.pending_s = _time_s(track.pending)
+            if track.pending_s >= until_s:
+                break
+            push(track.pending, to_clock_s(track.pending_s))
+            track.pending = None
 
     def _add_feeds(self, participant: ScriptedParticipant, with_video: bool) -> None:
         if with_video and participant.source.video_format is not None:
