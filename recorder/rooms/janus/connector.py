@@ -95,6 +95,7 @@ from recorder.rooms.janus.simulcast import (
     ALL_TEMPORAL_LAYERS,
     TOP_SUBSTREAM,
     substream_for_tile,
+    top_layer_size,
 )
 from recorder.rooms.janus.streams import (
     FeedId,
@@ -122,7 +123,11 @@ REJOIN_GRACE_S = 10.0
 JOIN_TIMEOUT_S = 10.0
 OFFER_TIMEOUT_S = 5.0  # Janus postponed a renegotiation ("updating") and owes us this offer
 PEER_CLOSE_TIMEOUT_S = 2.0
+# Frames decoded this long after Janus says it switched layers are from the new layer.
+LAYER_SWITCH_SETTLE_S = 0.2
 KEYFRAME_REQUEST_INTERVAL_S = 0.5  # a video m-line held back for a keyframe asks this often
+LAYER_SWITCH_KEYFRAME_INTERVAL_S = 1.0  # past Janus' own limit of about one PLI a second
+LAYER_SWITCH_KEYFRAME_REQUESTS = 5
 INBOX_SIZE = 256  # Janus events for the subscription: a few per change in the room
 VIDEOROOM_INVALID_ELEMENT = 456  # e.g. a room id of the wrong type (string vs integer ids)
 VIDEOROOM_MISSING_ELEMENT = 429
@@ -170,23 +175,22 @@ class _DiscardingSink:
 
 
 class _SizeWatchingSink:
-    """The recording's sink, noting each video feed's first decoded size (simulcast choices:
-    Janus starts a subscription on the top layer, so that is the top layer's size)."""
+    """The recording's sink, noting each video feed's latest decoded size and when (simulcast:
+    with the layer Janus says it forwards, that size tells the top layer's)."""
 
     def __init__(self, sink: FrameSink) -> None:
         self._sink = sink
-        self.first_sizes: dict[str, Size] = {}
+        self.latest: dict[str, tuple[int, int, float]] = {}  # width, height, arrival
 
     def push_video(self, feed_id: str, frame: av.VideoFrame, arrival_s: float) -> None:
-        if feed_id not in self.first_sizes:
-            self.first_sizes[feed_id] = Size(frame.width, frame.height)
+        self.latest[feed_id] = (frame.width, frame.height, arrival_s)
         self._sink.push_video(feed_id, frame, arrival_s)
 
     def push_audio(self, feed_id: str, frame: av.AudioFrame, arrival_s: float) -> None:
         self._sink.push_audio(feed_id, frame, arrival_s)
 
     def end_feed(self, feed_id: str) -> None:
-        self.first_sizes.pop(feed_id, None)
+        self.latest.pop(feed_id, None)
         self._sink.end_feed(feed_id)
 
 
@@ -209,6 +213,10 @@ class _Slot:
     route: tuple[FeedId, TrackKind] | None = None
     consumer: TrackConsumer | None = None
     substream: int = TOP_SUBSTREAM  # the simulcast layer asked for (Janus starts at the top)
+    forwarded: int | None = None  # the layer Janus says it forwards now, since `forwarded_s`
+    forwarded_s: float = 0.0
+    top: Size | None = None  # the simulcast top layer's size, once known
+    switch_keyframe_requests: int = 0  # PLIs sent for the current layer switch
     keyframe_asked_s: float | None = None  # the last PLI for the route's first keyframe
 
 
@@ -482,6 +490,10 @@ class JanusConnector(RoomConnector):
         if item.kind != "event":
             return
         videoroom = item.data.get("videoroom")
+        slot = self._slots.get(str(item.data.get("mid")))
+        if slot is not None and isinstance(item.data.get("substream"), int):
+            slot.forwarded, slot.forwarded_s = item.data["substream"], self._clock()
+            return
         if videoroom == "destroyed":
             raise _RoomGoneError("the room was destroyed")
         if videoroom in ("attached", "updated") or item.jsep is not None:
@@ -705,7 +717,7 @@ class JanusConnector(RoomConnector):
             target = table.get(slot.mid)
             if target is not None:
                 slot.route = target
-                slot.substream = TOP_SUBSTREAM
+                slot.substream, slot.forwarded, slot.top = TOP_SUBSTREAM, None, None
                 await self._drain(slot)
                 feed, kind = target
                 await self._emit(TrackPublished(str(feed), kind, slot.track, at_s=self._clock()))
@@ -737,18 +749,36 @@ class JanusConnector(RoomConnector):
         slot.consumer.start()
 
     async def _request_keyframes(self) -> None:
-        """A PLI for every video m-line still waiting for its route's first keyframe."""
+        """A PLI for every video m-line still waiting for its route's first keyframe, or for
+        the keyframe Janus needs to switch simulcast layers.
+
+        Janus asks the publisher for that keyframe itself, but at most about once a second: a
+        switch asked for right after another one (a thumbnail, then a larger tile) otherwise
+        waits for the publisher's next keyframe of its own accord, which a browser may not send
+        for minutes. A layer switch is helped `LAYER_SWITCH_KEYFRAME_REQUESTS` times at most:
+        a layer the publisher does not send (its bandwidth) never comes, however often asked.
+        """
         peer = self._peer
         if peer is None:
             return
         now_s = time.monotonic()
         for slot in self._slots.values():
-            if slot.route is None or not peer.waiting_for_keyframe(slot.mid):
+            if slot.route is None:
+                continue
+            if peer.waiting_for_keyframe(slot.mid):
+                interval_s = KEYFRAME_REQUEST_INTERVAL_S
+            elif slot.forwarded is not None and slot.forwarded != slot.substream:
+                if slot.switch_keyframe_requests >= LAYER_SWITCH_KEYFRAME_REQUESTS:
+                    continue
+                interval_s = LAYER_SWITCH_KEYFRAME_INTERVAL_S
+            else:
                 continue
             asked_s = slot.keyframe_asked_s
-            if asked_s is not None and now_s - asked_s < KEYFRAME_REQUEST_INTERVAL_S:
+            if asked_s is not None and now_s - asked_s < interval_s:
                 continue
             slot.keyframe_asked_s = now_s
+            if not peer.waiting_for_keyframe(slot.mid):
+                slot.switch_keyframe_requests += 1
             await peer.request_keyframe(slot.mid)
 
     async def _apply_preferences(self) -> None:
@@ -767,9 +797,8 @@ class JanusConnector(RoomConnector):
             tile = self._tiles.get(name)
             if tile is None:
                 continue
-            top = self._watching.first_sizes.get(name)
             fit = Fit.FIT if kind is TrackKind.SCREEN else Fit.FILL
-            wanted = substream_for_tile(tile, top, fit)
+            wanted = substream_for_tile(tile, self._top_layer(slot, name), fit)
             if wanted != slot.substream:
                 changes.append((slot, wanted))
         if not changes:
@@ -788,7 +817,18 @@ class JanusConnector(RoomConnector):
             return
         for slot, substream in changes:
             slot.substream = substream
+            slot.switch_keyframe_requests = 0
+            slot.keyframe_asked_s = time.monotonic()  # Janus asks first; we follow up
             log.info("m-line %s (%s): simulcast layer %d", slot.mid, slot.route, substream)
+
+    def _top_layer(self, slot: _Slot, name: str) -> Size | None:
+        """The simulcast top layer's size: from a frame decoded after Janus said which layer it
+        forwards (a frame from before the switch would mislead by a factor of 2 or 4)."""
+        if slot.top is None and slot.forwarded is not None:
+            latest = self._watching.latest.get(name)
+            if latest is not None and latest[2] > slot.forwarded_s + LAYER_SWITCH_SETTLE_S:
+                slot.top = top_layer_size(Size(latest[0], latest[1]), slot.forwarded)
+        return slot.top
 
     async def _drop_media(self, reason: str, *, emit: bool = True) -> None:
         """Unpublish every track, stop every drain, close the peer connection."""

@@ -8,7 +8,9 @@ asks for the smallest layer that still fills the tile.
 
 Browsers' default ladder (and janus.js') halves each layer: layer k of n is the top layer scaled
 down by 2^(n-1-k). The top layer's size is not announced; the connector estimates it from the
-size it decodes at the layer it currently receives (`top_layer_size`).
+size it decodes at the layer Janus says it forwards (`top_layer_size`). Janus numbers the layers
+in the order of the publisher's rids, highest first (janus.js sends `h;m;l`): substream 0 is the
+smallest.
 """
 
 from __future__ import annotations
