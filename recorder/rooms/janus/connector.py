@@ -14,7 +14,8 @@ It follows the room instead by asking:
   once without answering, lists every publisher's streams with their descriptions; it runs
   whenever the set of publishers changes and every `PROBE_INTERVAL_S` otherwise, since a stream a
   publisher adds later (a screen share) is announced to publishers only (about 2 ms of Janus'
-  time per probe);
+  time per probe). Janus 1.1 still lists a stream its publisher disabled; the probe's offer,
+  where that m-line is inactive, gives it away (`streams.publisher_streams`);
 - the *subscription*, one subscriber handle and one peer connection (`JanusPeerConnection`:
   max-bundle, RTP routed by MID) carrying every wanted stream of every publisher, is kept equal
   to what the probe found with one `update` request per change (`streams.plan_update`); every
@@ -33,6 +34,14 @@ Speaking comes from the recording's own audio levels, since `talking` events rea
 only. A participant's display name is taken when they join.
 
 Every track stays drained: an m-line that carries nobody is drained into a sink that discards.
+An m-line that starts carrying another feed is held back until that feed's first keyframe
+(`peer.JanusPeerConnection.hold_until_keyframe`), so its decoder never paints the new feed's
+frames onto the previous one's picture.
+
+Simulcast: `prefer_video_size(feed_id, size)` says how large the layout draws a video feed; for a
+simulcast stream the connector asks Janus (`configure`) for the smallest layer that fills that
+tile (`simulcast.substream_for_tile`), from the top layer's size learnt from decoded frames and
+the layer Janus says it forwards, and helps the switch along with keyframe requests.
 
 Reconnecting: when the session is lost (the WebSocket closes, a keep-alive or request goes
 unanswered, Janus restarts and forgets the session) or the media connection fails, every track is
@@ -254,6 +263,7 @@ class JanusConnector(RoomConnector):
         self._stats: dict[str, FeedStats] = {}
         self._tiles: dict[str, Size] = {}
         self._inbox: asyncio.Queue[_InboxItem] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self._inbox_overflowed = False
         self._probed: frozenset[FeedId] | None = None
         self._next_probe_s = 0.0
         self._offer_owed_since: float | None = None
@@ -382,7 +392,7 @@ class JanusConnector(RoomConnector):
     # --- the connection ----------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        """A new session and control handle; the room must answer `listparticipants`."""
+        """A new session, and its control handle (attached, never joined)."""
         session = await JanusSession.open(
             self._room.url,
             token=self._token,
@@ -412,10 +422,9 @@ class JanusConnector(RoomConnector):
         except asyncio.QueueFull:
             # The runner reads the inbox between requests of a few ms; a full inbox means it is
             # stuck, and a lost offer would leave the subscription wrong: start afresh.
-            log.error("%s: too many Janus events waiting; reconnecting", self._where)
-            session = self._session
-            if session is not None:
-                asyncio.get_running_loop().create_task(session.close(), name="janus: overflow")
+            if not self._inbox_overflowed:
+                log.error("%s: too many Janus events waiting; reconnecting", self._where)
+            self._inbox_overflowed = True
 
     def _on_session_lost(self, _reason: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # `_follow` checks `lost` each turn too
@@ -462,6 +471,11 @@ class JanusConnector(RoomConnector):
             session = self._session
             if session is None or session.lost.is_set():
                 raise _LostError(session.lost_reason if session else "no session")
+            if self._inbox_overflowed:
+                self._inbox_overflowed = False
+                while not self._inbox.empty():
+                    self._inbox.get_nowait()
+                raise _LostError("Janus events overflowed the inbox")
             wait_s = max(0.0, next_poll_s - time.monotonic())
             try:
                 item = await asyncio.wait_for(self._inbox.get(), wait_s) if wait_s else None
@@ -848,5 +862,7 @@ class JanusConnector(RoomConnector):
         self._subscriber = None
         self._subscription = []
         self._wanted = {}
+        while not self._inbox.empty():  # events of the subscription that is gone
+            self._inbox.get_nowait()
         self._probed = None
         self._offer_owed_since = None
