@@ -5,7 +5,9 @@ compositor, `--pipeline` the whole pipeline against encode-only and ffmpeg (each
 process pinned to one CPU), `--presets` compares x264 speed presets, `--live` records a live
 room over WebRTC and measures the worker process (`--frames` at 30 fps is its length),
 `--stop-latency` times a stop to RECORDING_STOPPED against uploading the same file after it
-(`--record-seconds` of recording into a local S3). With no mode flag every mode runs. The
+(`--record-seconds` of recording into a local S3), `--soak` records a live room for `--minutes`
+and reports RSS over time, A/V drift and duration against wall time. With no mode flag every
+mode but `--soak` runs. The
 report goes to standard output as a table and, with `--json PATH`, to a file, with a
 description of the machine, so capacity planning can size workers per core from it (DESIGN.md
 "One recording, one process").
@@ -38,7 +40,10 @@ MODES: dict[str, str] = {
     "presets": "recorder.bench.presets",
     "live": "recorder.bench.live",
     "stop-latency": "recorder.bench.stop_latency",
+    "soak": "recorder.bench.soak",
 }
+# Modes that run only when asked for: a soak lasts half an hour by default.
+OPT_IN_MODES = frozenset({"soak"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="embedded",
         help="--live: the embedded room (default), or a Janus VideoRoom started here (root)",
     )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        metavar="N",
+        help="--soak: how long the recording runs, in minutes (default 30)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the report here")
 
 
@@ -108,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         print("recorder bench: --frames must be at least 1")
         return ExitCode.INVALID_JOB
-    selected = [mode for mode in MODES if getattr(args, mode.replace("-", "_"))] or list(MODES)
+    selected = [mode for mode in MODES if getattr(args, mode.replace("-", "_"))] or [
+        mode for mode in MODES if mode not in OPT_IN_MODES
+    ]
     report: dict[str, object] = {"machine": machine()}
     for mode in selected:
         module = importlib.import_module(MODES[mode])

@@ -1,0 +1,339 @@
+"""`recorder bench --soak [--minutes N]`: one long live recording; does anything drift or grow?
+
+The room is `recorder bench --live`'s (the embedded room on 127.0.0.1, cameras at 640x480 and
+30 fps over real WebRTC, GRID at `med`, the worker in its own process measured by `--live`'s
+measuring parent), with one difference: the fourth participant is the clapper
+(`recorder.testing.clapper`: a flash and a beep together once a second) and the other three
+send steady tones of their own, so that the A/V offset can be read from the file at its start and
+at its end. Figures, for the worker process:
+
+* **RSS over time** (sampled by the measuring parent every 0.1 s, reported once a minute or, for
+  short runs, ten times), and its growth from just after the warm-up (`WARM_UP_S`, or a fifth of
+  a short run) to the end: the median of the first `RSS_WINDOW_FRACTION` of the measured span
+  against the median of the last;
+* **A/V offset** (audio minus video, seconds and frames) as the median over the claps of the first
+  and the last `SYNC_WINDOW_S` of the file, and its drift per hour;
+* **dropped frames**: pts gaps in the file plus ticks the worker was too late to compose;
+* **the file's duration against wall time** from RECORDING_STARTED to RECORDING_STOPPING.
+
+Targets (issue 7): RSS growth < 10 % after warm-up, A/V drift < 1 frame per hour, duration error
+< 0.1 %. A short run (CI runs 20 s) tests the bench, not the targets: drift and growth need
+minutes to mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from recorder.bench.live import (
+    LIVE_CAMERA_FPS,
+    LIVE_CAMERA_SIZE,
+    LIVE_LAYOUT,
+    LIVE_PARTICIPANTS,
+    LIVE_QUALITY,
+    STARTED_TIMEOUT_S,
+    STATUS_TIMEOUT_S,
+    STOPPED_TIMEOUT_S,
+    LiveRun,
+    ProcessReport,
+    _until,
+    frames_missed_in_file,
+    measuring_command,
+)
+
+HELP = "record a live 4-participant room for minutes (--minutes); RSS, A/V drift, duration"
+
+DEFAULT_SOAK_MINUTES = 30.0  # `--minutes` default (recorder/commands/bench.py)
+WARM_UP_S = 60.0  # x264's lookahead, buffers and caches reach their size in the first minute
+SHORT_RUN_WARM_UP_FRACTION = 0.2  # a run shorter than five warm-ups warms up for a fifth of it
+RSS_WINDOW_FRACTION = 0.1  # the medians compared: the first and last tenth of the measured span
+SYNC_WINDOW_S = 20.0  # claps read at the start and at the end of the file
+SYNC_SKIP_S = 2.0  # the first claps: publishers and playout settle
+RSS_REPORT_POINTS = 10  # RSS points reported for runs shorter than that many minutes
+TARGET_RSS_GROWTH = 0.10
+TARGET_DRIFT_FRAMES_PER_HOUR = 1.0
+TARGET_DURATION_ERROR = 0.001
+CLAPPER_NAME = "Clapper"
+BYTES_PER_MB = 1_000_000
+SECONDS_PER_HOUR = 3600.0
+
+
+async def _record(seconds: float, output_dir: Path, report_path: Path) -> LiveRun:
+    """The live bench's room with a clapper, recorded for `seconds` (its `_record`, reshaped)."""
+    import aiohttp  # noqa: PLC0415
+
+    from recorder.client import join  # noqa: PLC0415
+    from recorder.client.media import paced_tracks  # noqa: PLC0415
+    from recorder.demo import (  # noqa: PLC0415
+        DemoOptions,
+        free_loopback_port,
+        storage_locations,
+        worker_status,
+        worker_with_control,
+    )
+    from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
+    from recorder.lifecycle import Status  # noqa: PLC0415
+    from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR  # noqa: PLC0415
+    from recorder.testing.clapper import clapper_participant  # noqa: PLC0415
+    from recorder.testing.sources import AudioFormat, VideoFormat, synthetic_participant  # noqa: PLC0415
+
+    camera = VideoFormat(*LIVE_CAMERA_SIZE, fps=LIVE_CAMERA_FPS)
+    sources = [
+        synthetic_participant(index, f"Tone {index}", camera, AudioFormat())
+        for index in range(1, LIVE_PARTICIPANTS)
+    ] + [clapper_participant(CLAPPER_NAME, camera)]
+    control_port = free_loopback_port()
+    command = measuring_command(report_path, list(worker_with_control(control_port)))
+    async with RoomServer(worker_command=command) as server:
+        room = []
+        try:
+            for source in sources:
+                participant = await join(server.url, source.name)
+                room.append(participant)
+                for kind, track in paced_tracks(source).items():
+                    await participant.publish(kind, track)
+            caller = room[0]
+            changed = asyncio.Event()
+            run = LiveRun(requested_at_s=time.monotonic())
+
+            def on_status(state: Any) -> None:
+                now = time.monotonic()
+                run.statuses.append(str(state.status))
+                if state.status is Status.STARTED:
+                    run.started_at_s = now
+                elif state.status is Status.STOPPING:
+                    run.stopping_at_s = now
+                elif state.status.is_final:
+                    run.final_status = str(state.status)
+                changed.set()
+
+            caller.on_recording_state_changed = on_status
+            recording_id = await caller.start_recording(
+                config={"layout": {"type": LIVE_LAYOUT}, "quality": LIVE_QUALITY}
+            )
+            await _until(lambda: run.started_at_s is not None or run.final_status is not None,
+                         changed, STARTED_TIMEOUT_S)  # fmt: skip
+            if run.started_at_s is not None:
+                await _until(lambda: run.final_status is not None, changed, seconds)
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
+                if run.final_status is None:
+                    await caller.stop_recording()
+            await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
+            media, _ = storage_locations(
+                recording_id, DemoOptions(), {OUTPUT_DIR_ENV_VAR: str(output_dir)}
+            )
+            run.media_path = media
+            return run
+        finally:
+            await asyncio.gather(*(p.leave() for p in room), return_exceptions=True)
+
+
+def clapper_region(canvas_width: int, canvas_height: int) -> Any:
+    """The clapper's tile: the last of `LIVE_PARTICIPANTS` cameras in GRID, as the layouts
+    package places them (join order)."""
+    from layouts.geometry import arrange  # noqa: PLC0415
+    from layouts.model import LayoutSpec, LayoutType, ParticipantView, Size  # noqa: PLC0415
+    from layouts.selection import select  # noqa: PLC0415
+
+    feeds = [ParticipantView(id=f"f{i}", name=f"f{i}", joined_at=float(i)) for i in range(4)]
+    spec = LayoutSpec(type=LayoutType.GRID)
+    selection = select(None, feeds, spec, 0.0)
+    tiles = arrange(selection, feeds, spec.type, Size(canvas_width, canvas_height))
+    return next(tile.rect for tile in tiles if tile.feed_id == feeds[-1].id)
+
+
+def excerpt(source: Path, start_s: float, length_s: float, target: Path) -> Path:
+    """`length_s` of `source` from `start_s` (from the keyframe before it), stream-copied: the
+    sync checker reads a file whole, and a long recording's audio is too big to decode at once."""
+    import av  # noqa: PLC0415
+
+    with av.open(str(source)) as given, av.open(str(target), "w", format="mp4") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in given.streams}
+        video = given.streams.video[0]
+        if start_s > 0:
+            given.seek(round(start_s / video.time_base), stream=video, backward=True)
+        for packet in given.demux():
+            if packet.pts is None or packet.dts is None or packet.size == 0:
+                continue
+            time_s = float(packet.pts * packet.time_base)
+            if time_s > start_s + length_s:
+                if packet.stream.type == "video":
+                    break
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return target
+
+
+def median_offset_s(path: Path, region: Any, skip_s: float) -> tuple[float | None, int]:
+    """The median A/V offset of the claps in the file at `path` after `skip_s`; how many."""
+    from recorder.inspect import measure_sync  # noqa: PLC0415
+
+    report = measure_sync(path, region)
+    offsets = [
+        c.offset_s
+        for c in report.claps
+        if c.offset_s is not None and c.flash_s is not None and c.flash_s >= skip_s
+    ]
+    return (statistics.median(offsets) if offsets else None), len(offsets)
+
+
+def rss_figures(worker: ProcessReport, started_s: float, stopping_s: float) -> dict[str, Any]:
+    """RSS over the recording: points, warm-up, growth after it."""
+    span_s = stopping_s - started_s
+    warm_up_s = min(WARM_UP_S, span_s * SHORT_RUN_WARM_UP_FRACTION)
+    samples = [(t - started_s, rss) for t, _, rss in worker.samples if started_s <= t <= stopping_s]
+    measured = [(t, rss) for t, rss in samples if t >= warm_up_s]
+    window_s = (span_s - warm_up_s) * RSS_WINDOW_FRACTION
+    first = [rss for t, rss in measured if t <= warm_up_s + window_s]
+    last = [rss for t, rss in measured if t >= span_s - window_s]
+    growth = statistics.median(last) / statistics.median(first) - 1.0 if first and last else None
+    step_s = 60.0 if span_s >= 60.0 * RSS_REPORT_POINTS else span_s / RSS_REPORT_POINTS
+    points: list[list[float]] = []
+    for t, rss in samples:
+        if not points or t >= points[-1][0] + step_s:
+            points.append([round(t, 1), round(rss / BYTES_PER_MB, 1)])
+    return {
+        "warm_up_s": round(warm_up_s, 1),
+        "rss_mb_after_warm_up": round(statistics.median(first) / BYTES_PER_MB, 1)
+        if first
+        else None,
+        "rss_mb_at_end": round(statistics.median(last) / BYTES_PER_MB, 1) if last else None,
+        "rss_growth": None if growth is None else round(growth, 4),
+        "rss_mb_over_time": points,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """One soak recording of `args.minutes` minutes, measured."""
+    minutes = float(getattr(args, "minutes", None) or DEFAULT_SOAK_MINUTES)
+    seconds = minutes * 60.0
+    with tempfile.TemporaryDirectory(prefix="recorder-bench-soak-") as folder:
+        workdir = Path(folder)
+        report_path, output_dir = workdir / "worker.json", workdir / "recordings"
+        saved = {key: os.environ.get(key) for key in ("RECORDER_OUTPUT_DIR", "RECORDER_S3_BUCKET")}
+        os.environ["RECORDER_OUTPUT_DIR"] = str(output_dir)
+        os.environ.pop("RECORDER_S3_BUCKET", None)
+        began = time.monotonic()
+        try:
+            live = asyncio.run(_record(seconds, output_dir, report_path))
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        if not report_path.exists() or live.started_at_s is None or live.stopping_at_s is None:
+            raise RuntimeError(f"the soak did not record (statuses: {live.statuses})")
+        worker = ProcessReport(**json.loads(report_path.read_text(encoding="utf-8")))
+        media = Path(live.media_path) if live.media_path else None
+        if media is None or not media.exists():
+            raise RuntimeError(f"the soak left no file (statuses: {live.statuses})")
+        return summarise(live, worker, media, workdir, time.monotonic() - began)
+
+
+def summarise(
+    live: LiveRun, worker: ProcessReport, media: Path, workdir: Path, bench_wall_s: float
+) -> dict[str, Any]:
+    from recorder.inspect import probe  # noqa: PLC0415
+
+    if live.started_at_s is None or live.stopping_at_s is None:
+        raise RuntimeError(f"the soak did not record (statuses: {live.statuses})")
+    report = probe(media)
+    video = report.video
+    if video is None or video.width is None or video.height is None or not video.frame_rate:
+        raise RuntimeError(f"no video stream in {media}")
+    frame_s = 1.0 / video.frame_rate
+    region = clapper_region(video.width, video.height)
+    duration_s = video.duration_s
+    window_s = min(SYNC_WINDOW_S, duration_s / 2)
+    start_offset, start_claps = median_offset_s(
+        excerpt(media, 0.0, window_s, workdir / "start.mp4"), region, SYNC_SKIP_S
+    )
+    end_from_s = max(0.0, duration_s - window_s)
+    end_offset, end_claps = median_offset_s(
+        excerpt(media, end_from_s, window_s, workdir / "end.mp4"), region, end_from_s
+    )
+    drift = None
+    if start_offset is not None and end_offset is not None and duration_s > 0:
+        drift = (end_offset - start_offset) / frame_s * SECONDS_PER_HOUR / duration_s
+    wall_s = live.stopping_at_s - live.started_at_s
+    duration_error = abs(duration_s - wall_s) / wall_s if wall_s > 0 else None
+    drops = (live.worker_status or {}).get("drops")
+    late_ticks = drops.get("lateTicks") if isinstance(drops, dict) else None
+    file_figures = frames_missed_in_file(media)
+    rss = rss_figures(worker, live.started_at_s, live.stopping_at_s)
+    figures = {
+        "recorded_wall_s": round(wall_s, 2),
+        "file_duration_s": round(duration_s, 3),
+        "duration_error": None if duration_error is None else round(duration_error, 5),
+        "av_offset_start_s": None if start_offset is None else round(start_offset, 4),
+        "av_offset_end_s": None if end_offset is None else round(end_offset, 4),
+        "claps_read": [start_claps, end_claps],
+        "av_drift_frames_per_hour": None if drift is None else round(drift, 3),
+        "frames_missed_in_file": file_figures.get("missed"),
+        "late_ticks": late_ticks,
+        "encoder_queue_drops": drops.get("encoderQueue") if isinstance(drops, dict) else None,
+        "peak_rss_mb": round(worker.peak_rss_bytes / BYTES_PER_MB, 1),
+        **rss,
+    }
+    met = {
+        "rss_growth": rss["rss_growth"] is not None and rss["rss_growth"] < TARGET_RSS_GROWTH,
+        "av_drift": drift is not None and abs(drift) < TARGET_DRIFT_FRAMES_PER_HOUR,
+        "duration": duration_error is not None and duration_error < TARGET_DURATION_ERROR,
+    }
+    return {
+        "room": (
+            f"{LIVE_PARTICIPANTS} participants (3 tones and the clapper), "
+            f"{LIVE_CAMERA_SIZE[0]}x{LIVE_CAMERA_SIZE[1]} at {LIVE_CAMERA_FPS} fps over WebRTC "
+            f"on 127.0.0.1; {LIVE_LAYOUT} at {LIVE_QUALITY}"
+        ),
+        "statuses": live.statuses,
+        "worker_exit_code": worker.exit_code,
+        "bench_wall_s": round(bench_wall_s, 1),
+        "figures": figures,
+        "targets": {
+            "rss_growth": TARGET_RSS_GROWTH,
+            "av_drift_frames_per_hour": TARGET_DRIFT_FRAMES_PER_HOUR,
+            "duration_error": TARGET_DURATION_ERROR,
+        },
+        "met": met,
+        "meets_targets": all(met.values()) and live.final_status == "RECORDING_STOPPED",
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report for a terminal."""
+    figures, targets, met = report["figures"], report["targets"], report["met"]
+
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    return "\n".join(
+        [
+            f"soak: {report['room']}; statuses {' > '.join(report['statuses'])}",
+            f"  recorded {figures['recorded_wall_s']} s wall, file {figures['file_duration_s']} s: "
+            f"error {figures['duration_error']} (target < {targets['duration_error']}) "
+            f"{mark(met['duration'])}",
+            f"  A/V offset start {figures['av_offset_start_s']} s, end "
+            f"{figures['av_offset_end_s']} s (claps {figures['claps_read']}): drift "
+            f"{figures['av_drift_frames_per_hour']} frames/hour (target < "
+            f"{targets['av_drift_frames_per_hour']}) {mark(met['av_drift'])}",
+            f"  RSS after warm-up ({figures['warm_up_s']} s) {figures['rss_mb_after_warm_up']} MB,"
+            f" at the end {figures['rss_mb_at_end']} MB: growth {figures['rss_growth']} (target < "
+            f"{targets['rss_growth']}) {mark(met['rss_growth'])}; peak {figures['peak_rss_mb']} MB",
+            f"  RSS over time (s, MB): {figures['rss_mb_over_time']}",
+            f"  frames missed in the file {figures['frames_missed_in_file']}, late ticks "
+            f"{figures['late_ticks']}, encoder queue drops {figures['encoder_queue_drops']}",
+        ]
+    )

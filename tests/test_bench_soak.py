@@ -1,0 +1,68 @@
+"""`recorder bench --soak`: the bench itself, on a 20-second run (its targets need minutes).
+
+One short soak through the real command: the report must hold every figure, read from real
+data: claps found at the start and at the end with a small offset, RSS points over the run with
+a growth figure, the file's duration close to the wall time, nothing missed. And the RSS
+arithmetic on a made-up sample series, where the answer is known.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recorder.bench.live import ProcessReport
+from recorder.bench.soak import RSS_REPORT_POINTS, rss_figures
+from recorder.cli import main
+
+SHORT_SOAK_MINUTES = 1 / 3  # 20 s: the bench works; drift and growth mean nothing this short
+MAX_SHORT_RUN_OFFSET_S = 2 / 30  # the clapper's offset, as the live end-to-end test allows
+MAX_SHORT_RUN_DURATION_ERROR = 0.05  # the file starts ~0.5 s before STARTED: 2.5 % of 20 s
+
+
+def test_a_short_soak_reports_every_figure_from_real_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_path = tmp_path / "soak.json"
+    argv = ["bench", "--soak", "--minutes", str(SHORT_SOAK_MINUTES), "--json", str(report_path)]
+    assert main(argv) == 0
+    soak = json.loads(report_path.read_text())["soak"]
+    figures = soak["figures"]
+    assert soak["statuses"][-1] == "RECORDING_STOPPED"
+    assert figures["recorded_wall_s"] == pytest.approx(20.0, abs=2.0)
+    assert figures["duration_error"] < MAX_SHORT_RUN_DURATION_ERROR
+    start_claps, end_claps = figures["claps_read"]
+    assert start_claps >= 3 and end_claps >= 3
+    assert abs(figures["av_offset_start_s"]) <= MAX_SHORT_RUN_OFFSET_S
+    assert abs(figures["av_offset_end_s"]) <= MAX_SHORT_RUN_OFFSET_S
+    assert figures["av_drift_frames_per_hour"] is not None
+    assert len(figures["rss_mb_over_time"]) >= RSS_REPORT_POINTS - 1
+    assert 50 < figures["rss_mb_after_warm_up"] < figures["peak_rss_mb"] + 1
+    assert figures["rss_growth"] is not None
+    assert figures["frames_missed_in_file"] == 0
+    table = capsys.readouterr().out
+    assert "A/V offset start" in table and "RSS after warm-up" in table
+
+
+def test_rss_growth_is_measured_after_the_warm_up_from_the_first_and_last_tenth() -> None:
+    """100 s recorded: RSS climbs to 200 MB during the 20 s warm-up (a fifth of a short run),
+    stays there, and ends at 210 MB over the last tenth: 5 % growth, the climb not counted."""
+    started, stopping = 1000.0, 1100.0
+    samples = []
+    for tenth in range(0, 1001):
+        t = tenth / 10
+        rss = 100e6 + 5e6 * t if t < 20 else (210e6 if t >= 92 else 200e6)
+        samples.append((started + t, 0.0, int(rss)))
+    worker = ProcessReport(
+        command=["w"], pid=1, launched_at_s=started - 1, exited_at_s=stopping + 1, exit_code=0,
+        cpu_user_s=0.0, cpu_system_s=0.0, peak_rss_bytes=210_000_000, samples=samples,
+    )  # fmt: skip
+    figures = rss_figures(worker, started, stopping)
+    assert figures["warm_up_s"] == 20.0
+    assert figures["rss_mb_after_warm_up"] == 200.0
+    assert figures["rss_mb_at_end"] == 210.0
+    assert figures["rss_growth"] == pytest.approx(0.05)
+    assert figures["rss_mb_over_time"][0] == [0.0, 100.0]
+    assert len(figures["rss_mb_over_time"]) == RSS_REPORT_POINTS + 1  # every 10 s, both ends
