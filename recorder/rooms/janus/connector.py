@@ -330,9 +330,12 @@ class JanusConnector(RoomConnector):
         log.info("joined %s hidden (session %s)", self._where, self.session_id)
 
     async def _join(self) -> None:
+        """Joined once the room is known to let us in and who is in it; the subscription is
+        made by the runner's first poll, at once (the recording's start waits for the join,
+        and answering an offer is the costly part: a certificate, ICE gathering, decoders)."""
         await self._connect()
         await self._check_access()
-        await self._poll()
+        await self._list_participants()
 
     async def _check_access(self) -> None:
         """Refuse a room that does not exist or whose PIN we lack, publishers or not.
@@ -538,6 +541,17 @@ class JanusConnector(RoomConnector):
 
     async def _poll(self) -> None:
         """Who is present now, and the subscription to match."""
+        publishers = await self._list_participants()
+        if publishers is None:
+            return
+        if publishers != self._probed or time.monotonic() >= self._next_probe_s:
+            await self._reconcile(publishers)
+        await self._request_keyframes()
+        await self._apply_preferences()  # first frames may have told a simulcast top size
+
+    async def _list_participants(self) -> frozenset[FeedId] | None:
+        """Who is present now (joins and leaves are told); the publishers among them, or None
+        while a restarted Janus does not have the room yet."""
         control = self._control
         if control is None:
             raise _LostError("no control handle")
@@ -545,11 +559,10 @@ class JanusConnector(RoomConnector):
             reply = await control.message({"request": "listparticipants", "room": self._room_id})
         except JanusError as error:
             if error.code == VIDEOROOM_INVALID_ELEMENT and self._numeric_room_id():
-                await self._poll()  # again at once, with the id as a number
-                return
+                return await self._list_participants()  # again, with the id as a number
             if error.code == VIDEOROOM_NO_SUCH_ROOM:
                 if self._room_wait_until is not None and time.monotonic() < self._room_wait_until:
-                    return  # Janus came back without the room: its application recreates it
+                    return None  # Janus came back without the room: its application recreates it
                 raise _RoomGoneError("the room does not exist (any more)") from None
             if error.code in (SESSION_NOT_FOUND, HANDLE_NOT_FOUND):
                 raise _LostError(str(error)) from None
@@ -564,11 +577,7 @@ class JanusConnector(RoomConnector):
                 name = display if isinstance(display, str) and display else str(entry["id"])
                 listed[entry["id"]] = (name, bool(entry.get("publisher")))
         await self._update_participants(listed)
-        publishers = frozenset(feed for feed, (_, publishing) in listed.items() if publishing)
-        if publishers != self._probed or time.monotonic() >= self._next_probe_s:
-            await self._reconcile(publishers)
-        await self._request_keyframes()
-        await self._apply_preferences()  # first frames may have told a simulcast top size
+        return frozenset(feed for feed, (_, publishing) in listed.items() if publishing)
 
     def _numeric_room_id(self) -> bool:
         """Switch a room id given as digits to the number Janus expects; False if it is not."""
