@@ -67,12 +67,17 @@ BYTES_PER_MB = 1_000_000
 SECONDS_PER_HOUR = 3600.0
 
 
-async def _record(seconds: float, output_dir: Path, report_path: Path) -> LiveRun:
-    """The live bench's room with a clapper, recorded for `seconds` (its `_record`, reshaped)."""
+async def _record(
+    seconds: float, output_dir: Path, report_path: Path, publisher_resyncs: dict[str, int]
+) -> LiveRun:
+    """The live bench's room with a clapper, recorded for `seconds` (its `_record`, reshaped).
+
+    `publisher_resyncs` receives, per track, how often a publisher fell more than
+    `RESYNC_AFTER_S` behind and re-anchored (its pts jump: the sender's own A/V shift, which
+    the recorder then faithfully records); on a loaded machine that is where offsets move.
+    """
     import aiohttp  # noqa: PLC0415
 
-    from recorder.client import join  # noqa: PLC0415
-    from recorder.client.media import paced_tracks  # noqa: PLC0415
     from recorder.demo import (  # noqa: PLC0415
         DemoOptions,
         free_loopback_port,
@@ -95,12 +100,9 @@ async def _record(seconds: float, output_dir: Path, report_path: Path) -> LiveRu
     command = measuring_command(report_path, list(worker_with_control(control_port)))
     async with RoomServer(worker_command=command) as server:
         room = []
+        tracks: dict[str, Any] = {}
         try:
-            for source in sources:
-                participant = await join(server.url, source.name)
-                room.append(participant)
-                for kind, track in paced_tracks(source).items():
-                    await participant.publish(kind, track)
+            await _join_publishing(server.url, sources, room, tracks)
             caller = room[0]
             changed = asyncio.Event()
             run = LiveRun(requested_at_s=time.monotonic())
@@ -135,7 +137,23 @@ async def _record(seconds: float, output_dir: Path, report_path: Path) -> LiveRu
             run.media_path = media
             return run
         finally:
+            publisher_resyncs.update({name: t.resyncs for name, t in tracks.items()})
             await asyncio.gather(*(p.leave() for p in room), return_exceptions=True)
+
+
+async def _join_publishing(
+    url: str, sources: list[Any], room: list[Any], tracks: dict[str, Any]
+) -> None:
+    """Each source joins and publishes its camera and microphone; `room` and `tracks` fill."""
+    from recorder.client import join  # noqa: PLC0415
+    from recorder.client.media import paced_tracks  # noqa: PLC0415
+
+    for source in sources:
+        participant = await join(url, source.name)
+        room.append(participant)
+        for kind, track in paced_tracks(source).items():
+            tracks[f"{source.name}/{kind}"] = track
+            await participant.publish(kind, track)
 
 
 def clapper_region(canvas_width: int, canvas_height: int) -> Any:
@@ -225,8 +243,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         os.environ["RECORDER_OUTPUT_DIR"] = str(output_dir)
         os.environ.pop("RECORDER_S3_BUCKET", None)
         began = time.monotonic()
+        resyncs: dict[str, int] = {}
         try:
-            live = asyncio.run(_record(seconds, output_dir, report_path))
+            live = asyncio.run(_record(seconds, output_dir, report_path, resyncs))
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -239,7 +258,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         media = Path(live.media_path) if live.media_path else None
         if media is None or not media.exists():
             raise RuntimeError(f"the soak left no file (statuses: {live.statuses})")
-        return summarise(live, worker, media, workdir, time.monotonic() - began)
+        report = summarise(live, worker, media, workdir, time.monotonic() - began)
+        report["figures"]["publisher_resyncs"] = resyncs
+        return report
 
 
 def summarise(
@@ -335,5 +356,6 @@ def format_table(report: dict[str, Any]) -> str:
             f"  RSS over time (s, MB): {figures['rss_mb_over_time']}",
             f"  frames missed in the file {figures['frames_missed_in_file']}, late ticks "
             f"{figures['late_ticks']}, encoder queue drops {figures['encoder_queue_drops']}",
+            f"  publisher re-anchors (fell > 0.25 s behind): {figures.get('publisher_resyncs')}",
         ]
     )
