@@ -181,6 +181,23 @@ async def test_the_recorder_follows_joins_leaves_and_screen_shares(janus: JanusS
         assert carol_mids == bob_mids, (carol_mids, bob_mids)
         alice_camera = feed_id(alice.participant_id, TrackKind.CAMERA)
         assert sink.palette_index(alice_camera) == ALICE
+
+        # Alice stops publishing but stays: her tracks end, she does not leave.
+        await alice.unpublish()
+        await _unpublished(events, alice.participant_id, TrackKind.CAMERA)
+        await _unpublished(events, alice.participant_id, TrackKind.AUDIO)
+        await until(lambda: alice_camera in sink.ended, EVENT_TIMEOUT_S)
+        listed = await list_participants(janus.ws_url, room_id)
+        assert {p["display"]: p["publisher"] for p in listed} == {"Alice": False, "Carol": True}
+        # Carol leaves after that: by the time the recorder says so, Alice has not left.
+        await carol.leave()
+        await events.wait_for(
+            ParticipantLeft, lambda e: e.participant_id == carol.participant_id, EVENT_TIMEOUT_S
+        )
+        assert not any(
+            isinstance(e, ParticipantLeft) and e.participant_id == alice.participant_id
+            for e in events.events
+        )
     finally:
         await connector.close()
         await asyncio.gather(*(p.leave() for p in everyone), return_exceptions=True)
