@@ -296,6 +296,24 @@ def test_background_and_sprites_are_converted_once(monkeypatch: pytest.MonkeyPat
     assert len(calls) == first
 
 
+@pytest.mark.parametrize("theme", list(Theme))
+@pytest.mark.parametrize("layout", list(LayoutType))
+@pytest.mark.parametrize("canvas", [CANVAS, Size(480, 854), Size(1920, 1080)])
+def test_the_background_filled_in_yuv_is_the_converted_rgb_background(
+    theme: Theme, layout: LayoutType, canvas: Size
+) -> None:
+    """The compositor fills the background's flat rectangles colour by colour instead of
+    converting the whole RGB picture: the planes must be the conversion's, bit for bit."""
+    for count in (0, 1, 3, 6):
+        feeds = [*_feeds(count)]
+        if count == 6:  # a share in SPOTLIGHT: the presenter's PIP is not in the background
+            feeds[5] = ParticipantView(id="p5", name="S", screen_of="p0", joined_at=5.0)
+        _, scene = plan_frame(None, feeds, LayoutSpec(type=layout, theme=theme), canvas, 0.0)
+        filled = Compositor(canvas)._background(scene.background)
+        for plane, converted in zip(filled, rgb_to_yuv(scene.background.rgb()), strict=True):
+            assert np.array_equal(plane, converted), (count, scene.background.tiles)
+
+
 def test_pip_backdrop_hides_the_main_tile_under_a_letterboxed_pip() -> None:
     feeds = [
         ParticipantView(id="cam", name="Alice"),
