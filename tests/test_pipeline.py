@@ -267,6 +267,9 @@ def test_pipeline_bench_reports_every_case_and_skips_ffmpeg_when_absent(
     for case in ("encode", "full"):
         assert row[case]["frames"] == 10 and row[case]["cpu_s"] > 0
         assert row[case]["peak_rss_mib"] > 10
+        # The feeding thread's CPU is part of the process's; the rest is the encoder thread's.
+        assert 0 < row[case]["feeder_cpu_s"] < row[case]["cpu_s"]
+        assert row[case]["encoder_ms_per_frame"] > 0
     assert set(row["full"]["stages"]) >= {"mix", "plan", "compose", "put"}
     assert row["full_vs_encode"] == pytest.approx(
         row["encode"]["cpu_s"] / row["full"]["cpu_s"], abs=0.001

@@ -16,13 +16,17 @@ participants with 1280x720 cameras, one muted; speech-like microphones):
 Each case runs in its own process, pinned to one CPU (`os.sched_setaffinity`), with x264
 `threads=1` and, for ffmpeg, `-threads 1 -filter_threads 1 -filter_complex_threads 1`, so the
 figures are the cost on one core and a case's peak RSS is that of a process doing only it. Source
-frames are made before the clock starts (a cycle of `CYCLE_FRAMES` distinct frames per camera,
-also written as raw files for ffmpeg): making synthetic video is not the recorder's work.
+media is made before the clock starts: a cycle of `CYCLE_FRAMES` distinct frames per camera and
+the same span of 20 ms audio frames per microphone, handed out again and again (re-stamped), and
+written as raw files for ffmpeg. Making synthetic media is not the recorder's work; converting,
+placing, mixing, composing and encoding it is.
 
 Throughput is reported as frames per second of wall time and as CPU seconds per recorded second;
 the ratios use CPU time, which on a shared machine is the better measure of the work (wall time
 also counts the time slices other processes took on the same core). Targets: full >= 0.85 x
-encode-only throughput, full >= 1.0 x ffmpeg.
+encode-only throughput, full >= 1.0 x ffmpeg. Each case also reports the CPU time of the thread
+that fed the encoder (full: the media thread, i.e. everything but x264, AAC and muxing), so the
+rest of the process is the encoder thread's: where a full case's extra time goes.
 """
 
 from __future__ import annotations
@@ -99,6 +103,10 @@ class CaseResult:
     peak_rss_mib: float
     # full: wall seconds per stage of the tick loop (feed, mix, plan, compose, put, close)
     stages: dict[str, float] | None = None
+    # CPU seconds of the thread that fed the encoder (full: the media thread, everything but
+    # the encoder thread; encode: handing it the pre-made frames). cpu_s minus this is the
+    # encoder thread's (x264, AAC, muxing).
+    feeder_cpu_s: float = 0.0
 
     @property
     def fps(self) -> float:
@@ -108,11 +116,23 @@ class CaseResult:
     def cpu_s_per_recorded_s(self) -> float:
         return self.cpu_s / (self.frames / PRESETS[Quality(self.quality)].fps)
 
+    @property
+    def feeder_ms_per_frame(self) -> float:
+        """CPU ms per frame of the thread that fed the encoder (full: the media thread)."""
+        return self.feeder_cpu_s * 1000 / self.frames
+
+    @property
+    def encoder_ms_per_frame(self) -> float:
+        """CPU ms per frame of the rest of the process: the encoder thread."""
+        return (self.cpu_s - self.feeder_cpu_s) * 1000 / self.frames
+
     def as_dict(self) -> dict[str, object]:
         return {
             **asdict(self),
             "fps": round(self.fps, 1),
             "cpu_s_per_recorded_s": round(self.cpu_s_per_recorded_s, 3),
+            "feeder_ms_per_frame": round(self.feeder_ms_per_frame, 3),
+            "encoder_ms_per_frame": round(self.encoder_ms_per_frame, 3),
         }
 
 
@@ -255,9 +275,19 @@ def composed_canvases(
 
 
 # -- cases, each in its own process -----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    """What a case measured: wall, process CPU and feeding-thread CPU seconds, stages."""
+
+    wall_s: float
+    cpu_s: float
+    feeder_cpu_s: float
+    stages: dict[str, float] | None = None
+
+
 def _encode_case(
     quality: Quality, layout: LayoutType, frames: int, out: Path, content: str
-) -> tuple[float, float, dict[str, float] | None]:
+) -> _Timed:
     participants = bench_room(content)
     settings = bench_settings(quality)
     canvases = composed_canvases(quality, layout, participants)
@@ -275,7 +305,7 @@ def _encode_case(
         [f.to_ndarray() for f in [*mixer.mix(0, second, voices), *mixer.flush()]], axis=1
     )
     span = settings.fps
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
     with Encoder(out, settings) as encoder:
         for index in range(frames):
             encoder.put_video(canvases[index % CYCLE_FRAMES], index)
@@ -286,12 +316,14 @@ def _encode_case(
             if chunk.shape[1] < count:
                 chunk = np.concatenate([chunk, mixed[:, : count - chunk.shape[1]]], axis=1)
             encoder.put_audio(chunk, start)
-    return time.perf_counter() - wall, time.process_time() - cpu, None
+    return _Timed(
+        time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - thread
+    )
 
 
 def _full_case(
     quality: Quality, layout: LayoutType, frames: int, out: Path, content: str
-) -> tuple[float, float, dict[str, float] | None]:
+) -> _Timed:
     participants = bench_room(content)
     settings = bench_settings(quality)
     clock = RecordingClock(ManualClock(), settings.fps)
@@ -305,9 +337,10 @@ def _full_case(
         layout=layout_spec(layout),
         feeder=room.feed_until,
     )
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
     stats = engine.run(threading.Event(), frames / settings.fps)
     wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    media_cpu_s = time.thread_time() - thread
     stages = {
         "feed": stats.feed_s,
         "mix": stats.mix_s,
@@ -317,7 +350,9 @@ def _full_case(
         "close": stats.close_s,
         "encoder_thread": stats.encoder.encode_s,
     }
-    return wall_s, cpu_s, {name: round(value, 4) for name, value in stages.items()}
+    return _Timed(
+        wall_s, cpu_s, media_cpu_s, {name: round(value, 4) for name, value in stages.items()}
+    )
 
 
 CASES = {"encode": _encode_case, "full": _full_case}
@@ -359,11 +394,19 @@ def run_case(
 def _child_main(argv: list[str]) -> int:
     case, quality, layout, frames, out, cpu, content = argv
     _pin(int(cpu))
-    wall_s, cpu_s, stages = CASES[case](
-        Quality(quality), LayoutType(layout), int(frames), Path(out), content
-    )
+    timed = CASES[case](Quality(quality), LayoutType(layout), int(frames), Path(out), content)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = CaseResult(case, quality, layout, int(frames), wall_s, cpu_s, peak_kib / 1024, stages)
+    result = CaseResult(
+        case,
+        quality,
+        layout,
+        int(frames),
+        timed.wall_s,
+        timed.cpu_s,
+        peak_kib / 1024,
+        timed.stages,
+        timed.feeder_cpu_s,
+    )
     print(json.dumps(asdict(result)))
     return 0
 
@@ -585,7 +628,7 @@ def format_table(report: dict[str, object]) -> str:
         f"{report['frames']} frames per case; ffmpeg: {report['ffmpeg']}",
         f"{'quality':7} {'layout':9} {'compose':>8} {'encode fps':>10} {'full fps':>9} "
         f"{'ffmpeg fps':>10} {'cpu s/s full':>12} {'rss MiB':>8} {'full/enc':>8} "
-        f"{'full/ffm':>8}  ok",
+        f"{'full/ffm':>8}  ok  {'media ms':>8} {'x264 thread ms enc/full':>23}",
     ]
     results = report["results"]
     if not isinstance(results, list):
@@ -594,11 +637,14 @@ def format_table(report: dict[str, object]) -> str:
         reference = row["ffmpeg"]
         ffmpeg_fps = f"{reference['fps']:>10.1f}" if reference else f"{'-':>10}"
         vs_ffmpeg = f"{row['full_vs_ffmpeg']:>8.2f}" if reference else f"{'-':>8}"
+        encode, full = row["encode"], row["full"]
+        ok = "yes" if row["meets_targets"] else "NO "
         lines.append(
             f"{row['quality']:7} {row['layout']:9} {row['compose_cpu_ms']:>6.2f}ms "
-            f"{row['encode']['fps']:>10.1f} {row['full']['fps']:>9.1f} {ffmpeg_fps} "
-            f"{row['full']['cpu_s_per_recorded_s']:>12.3f} {row['full']['peak_rss_mib']:>8.0f} "
-            f"{row['full_vs_encode']:>8.2f} {vs_ffmpeg}  {'yes' if row['meets_targets'] else 'NO'}"
+            f"{encode['fps']:>10.1f} {full['fps']:>9.1f} {ffmpeg_fps} "
+            f"{full['cpu_s_per_recorded_s']:>12.3f} {full['peak_rss_mib']:>8.0f} "
+            f"{row['full_vs_encode']:>8.2f} {vs_ffmpeg}  {ok} {full['feeder_ms_per_frame']:>8.2f} "
+            f"{encode['encoder_ms_per_frame']:>11.2f} / {full['encoder_ms_per_frame']:<9.2f}"
         )
     return "\n".join(lines)
 
