@@ -91,6 +91,10 @@ class Rect:
     def area(self) -> int:
         return self.width * self.height
 
+    @property
+    def size(self) -> Size:
+        return Size(self.width, self.height)
+
     def intersects(self, other: Rect) -> bool:
         return (
             self.x < other.right

@@ -44,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from layouts.model import Size
 from recorder.errors import (
     ExitCode,
     FinalizeTimeoutError,
@@ -64,7 +65,7 @@ from recorder.lifecycle import (
 )
 from recorder.media.clock import Clock, MonotonicClock, RecordingClock
 from recorder.media.encoder import Encoder, EncoderSettings
-from recorder.media.engine import ENGINE_STOP_TIMEOUT_S, EngineStats, MediaEngine
+from recorder.media.engine import ENGINE_STOP_TIMEOUT_S, EngineStats, MediaEngine, TickReport
 from recorder.media.timeline import Timeline
 from recorder.notify.payload import stopped_details
 from recorder.room_announcer import RoomAnnouncer
@@ -192,6 +193,7 @@ class Recording:
         self.encoder: Encoder | None = None
         self.engine: MediaEngine | None = None
         self.connector: RoomConnector | None = None
+        self._tile_sizes: dict[str, Size] = {}  # video feed id -> drawn size, last reported
         self.delivery: RecordingDelivery | None = None
         self.notifier: WebhookNotifier | None = None
         self.control: ControlServer | None = None
@@ -358,7 +360,7 @@ class Recording:
             roster=self.roster,
             encoder=self.encoder,
             layout=self._config.layout_spec(),
-            on_tick=self.roster.on_tick,
+            on_tick=self._on_tick,
         )
         self.clock.start()
         self._origin_wall = utc_now()
@@ -431,10 +433,24 @@ class Recording:
             self.spool.unlink(missing_ok=True)
         self._fail(error)
 
+    def _on_tick(self, report: TickReport) -> None:
+        """The media thread's report of each tick: the roster's timeline, and the tile sizes for
+        the room when they changed (on the loop: connectors are not thread-safe)."""
+        self.roster.on_tick(report)
+        if report.tile_sizes is not None:
+            self._tile_sizes = dict(report.tile_sizes)
+            self._call_on_loop(self._prefer_video_sizes)
+
+    def _prefer_video_sizes(self) -> None:
+        if self.connector is not None:
+            for feed, size in self._tile_sizes.items():
+                self.connector.prefer_video_size(feed, size)
+
     def _after_join(self) -> None:
         connector = self.connector
         if connector is None:
             return
+        self._prefer_video_sizes()  # tiles drawn before the join
         self._joined.set()
         self.announcer.attach(connector)
         self._tasks.spawn("room-events", self._pump_events(connector))

@@ -27,7 +27,7 @@ from recorder.cli import main
 from recorder.inspect import iter_video_frames, measure_sync, presence, probe
 from recorder.media.clock import ManualClock, RecordingClock
 from recorder.media.encoder import X264_PRESETS, Encoder, EncoderSettings
-from recorder.media.engine import MediaEngine
+from recorder.media.engine import MediaEngine, TickReport
 from recorder.media.fmp4 import BoxScanner, durable_length
 from recorder.media.offline import OFFLINE_PLAYOUT, ScriptedParticipant, ScriptedRoom, render
 from recorder.media.timeline import Timeline
@@ -200,6 +200,44 @@ def test_join_and_leave_change_the_layout_on_the_right_frame(tmp_path: Path) -> 
         assert sample.seen["left"] == 0
         if not first - 1 <= frame <= last + 1:
             assert sample.seen["right"] == 0, f"frame {frame}"
+
+
+def test_the_tick_report_tells_each_video_feeds_drawn_size_when_the_tiles_change(
+    tmp_path: Path,
+) -> None:
+    # What the worker hands a simulcast room (RoomConnector.prefer_video_size): only on change.
+    join_s, leave_s = 0.5, 1.2
+    alice = ScriptedParticipant("alice", synthetic_participant(0, "Alice", CAMERA, MICROPHONE))
+    bob = ScriptedParticipant(
+        "bob", synthetic_participant(1, "Bob", CAMERA, MICROPHONE), join_s=join_s, leave_s=leave_s
+    )
+    settings = EncoderSettings.for_preset(PRESETS[Quality.LOW], queue_max_wait_s=None)
+    clock = RecordingClock(ManualClock(), settings.fps)
+    timeline = Timeline(clock, OFFLINE_PLAYOUT)
+    room = ScriptedRoom([alice, bob], timeline)
+    reports: list[TickReport] = []
+    engine = MediaEngine(
+        clock=clock,
+        timeline=timeline,
+        roster=room,
+        encoder=Encoder(tmp_path / "sizes.mp4", settings),
+        layout=LayoutSpec(),
+        feeder=room.feed_until,
+        on_tick=reports.append,
+    )
+    engine.run(duration_s=1.6)
+    changes = [(r.index, r.tile_sizes) for r in reports if r.tile_sizes is not None]
+    alone = {alice.camera_feed: tile_rects([alice, bob], settings, 0.0)["alice"].size}
+    together_rects = tile_rects([alice, bob], settings, join_s)
+    together = {
+        alice.camera_feed: together_rects["alice"].size,
+        bob.camera_feed: together_rects["bob"].size,
+    }
+    assert [sizes for _, sizes in changes] == [alone, together, alone]
+    fps = settings.fps
+    assert changes[0][0] == 0
+    assert abs(changes[1][0] - round(join_s * fps)) <= LAYOUT_CHANGE_TOLERANCE_FRAMES
+    assert abs(changes[2][0] - round(leave_s * fps)) <= LAYOUT_CHANGE_TOLERANCE_FRAMES
 
 
 def test_a_stalled_media_thread_repeats_video_and_keeps_every_sample_of_audio(

@@ -48,8 +48,8 @@ from typing import Protocol
 
 import av
 
-from layouts.model import LayoutSpec, ParticipantView
-from layouts.scene import SceneCache, plan_frame
+from layouts.model import LayoutSpec, ParticipantView, Size
+from layouts.scene import Scene, SceneCache, plan_frame
 from layouts.selection import Selection
 from recorder.errors import FinalizeTimeoutError, MediaError
 from recorder.media.clock import RecordingClock
@@ -95,6 +95,9 @@ class TickReport:
     tick_s: float  # the tick's recording time (its video pts times the time base)
     speech: Mapping[str, SpeechState]  # by audio feed id, after this tick's audio was mixed
     shown: tuple[str, ...] | None  # feed ids drawn on this frame; None: no frame was composed
+    # The size each video feed is drawn at, set on the ticks where the tiles changed (a room
+    # that forwards several qualities is asked for the one that fills its tile); else None.
+    tile_sizes: Mapping[str, Size] | None = None
 
 
 TickObserver = Callable[[TickReport], None]
@@ -161,6 +164,9 @@ class MediaEngine:
         self.stats = EngineStats()
         self._selection: Selection | None = None
         self._scenes = SceneCache()
+        self._last_scene: Scene | None = None
+        self._tile_sizes: dict[str, Size] = {}
+        self._tiles_changed = False
         self._last_frame: av.VideoFrame | None = None  # repeated on late ticks
         self._roster_delay_s = timeline.settings.playout_delay_s
         self._stop = threading.Event()
@@ -287,6 +293,12 @@ class MediaEngine:
         self.stats.compose_s += composed - planned
         self.stats.encode_put_s += time.perf_counter() - composed
         self.stats.composed += 1
+        if scene is not self._last_scene:
+            self._last_scene = scene
+            sizes = {plan.tile.feed_id: plan.tile.rect.size for plan in scene.tiles}
+            if sizes != self._tile_sizes:
+                self._tile_sizes = sizes
+                self._tiles_changed = True
         return self._selection.shown
 
     def _repeat(self, index: int) -> None:
@@ -303,7 +315,11 @@ class MediaEngine:
         if self.on_tick is None:
             return
         try:
-            self.on_tick(TickReport(index, self.clock.tick_s(index), self.mixer.speech(), shown))
+            sizes = self._tile_sizes if self._tiles_changed else None
+            self._tiles_changed = False
+            self.on_tick(
+                TickReport(index, self.clock.tick_s(index), self.mixer.speech(), shown, sizes)
+            )
         except Exception:  # bookkeeping must never stop the media; say so once, count the rest
             self._observer_errors += 1
             if self._observer_errors == 1:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from layouts.model import Size
 from recorder.lifecycle import Status
 
 if TYPE_CHECKING:  # annotations only: a worker imports aiortc with its connector, after the
@@ -224,6 +225,12 @@ class RoomConnector(abc.ABC):
 
         Best effort: a room that cannot be told is logged, never an error for the recording.
         """
+
+    def prefer_video_size(self, video_feed_id: str, size: Size) -> None:
+        """The layout now draws this video feed at `size` (called on the event loop when tiles
+        change). A room that forwards several qualities of a track (simulcast) asks for the one
+        that fills the tile; others ignore it."""
+        return  # a room with one quality per track has nothing to choose
 
     @abc.abstractmethod
     async def close(self) -> None:
