@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recorder.lifecycle import Status  # small: the measuring parent still starts fast
+
 HELP = "record a live 4-participant room over WebRTC on 127.0.0.1; measure the recorder process"
 
 LIVE_PARTICIPANTS = 4
@@ -182,6 +184,17 @@ class LiveRun:
     statuses: list[str] = field(default_factory=list)
     worker_status: dict[str, Any] | None = None  # the last `GET /status` before the stop
 
+    def saw(self, status: Status) -> None:
+        """A status as the calling participant received it, timed on arrival."""
+        now = time.monotonic()
+        self.statuses.append(str(status))
+        if status is Status.STARTED:
+            self.started_at_s = now
+        elif status is Status.STOPPING:
+            self.stopping_at_s = now
+        elif status.is_final:
+            self.final_status = str(status)
+
 
 async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
     # Imported here: the measuring parent (this module as a process) must start fast and small.
@@ -196,7 +209,6 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
         worker_with_control,
     )
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
-    from recorder.lifecycle import Status  # noqa: PLC0415
     from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR  # noqa: PLC0415
     from recorder.testing.sources import VideoFormat  # noqa: PLC0415
 
@@ -212,14 +224,7 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
             run = LiveRun(requested_at_s=time.monotonic())
 
             def on_status(state: Any) -> None:
-                now = time.monotonic()
-                run.statuses.append(str(state.status))
-                if state.status is Status.STARTED:
-                    run.started_at_s = now
-                elif state.status is Status.STOPPING:
-                    run.stopping_at_s = now
-                elif state.status.is_final:
-                    run.final_status = str(state.status)
+                run.saw(state.status)
                 changed.set()
 
             caller.on_recording_state_changed = on_status

@@ -86,7 +86,6 @@ async def _record(
         worker_with_control,
     )
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
-    from recorder.lifecycle import Status  # noqa: PLC0415
     from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR  # noqa: PLC0415
     from recorder.testing.clapper import clapper_participant  # noqa: PLC0415
     from recorder.testing.sources import AudioFormat, VideoFormat, synthetic_participant  # noqa: PLC0415
@@ -108,14 +107,7 @@ async def _record(
             run = LiveRun(requested_at_s=time.monotonic())
 
             def on_status(state: Any) -> None:
-                now = time.monotonic()
-                run.statuses.append(str(state.status))
-                if state.status is Status.STARTED:
-                    run.started_at_s = now
-                elif state.status is Status.STOPPING:
-                    run.stopping_at_s = now
-                elif state.status.is_final:
-                    run.final_status = str(state.status)
+                run.saw(state.status)
                 changed.set()
 
             caller.on_recording_state_changed = on_status
