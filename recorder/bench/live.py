@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,24 @@ def measuring_command(report_path: Path, worker_command: list[str]) -> list[str]
 
 
 # --- the run -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_output(output_dir: Path) -> Iterator[None]:
+    """While in the block, workers started from here store into `output_dir`, never S3 (they
+    inherit this process's environment); the environment is put back afterwards."""
+    keys = ("RECORDER_OUTPUT_DIR", "RECORDER_S3_BUCKET")
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ["RECORDER_OUTPUT_DIR"] = str(output_dir)
+    os.environ.pop("RECORDER_S3_BUCKET", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass(slots=True)
@@ -314,18 +333,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         workdir = Path(folder)
         report_path = workdir / "worker.json"
         output_dir = workdir / "recordings"
-        saved = {key: os.environ.get(key) for key in ("RECORDER_OUTPUT_DIR", "RECORDER_S3_BUCKET")}
-        # The worker inherits this environment: files go to the scratch folder, never to S3.
-        os.environ["RECORDER_OUTPUT_DIR"] = str(output_dir)
-        os.environ.pop("RECORDER_S3_BUCKET", None)
-        try:
+        with local_output(output_dir):
             live = asyncio.run(_record(args.frames, output_dir, report_path))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         if not report_path.exists():
             raise RuntimeError(f"the worker was not measured (statuses: {live.statuses})")
         worker = ProcessReport(**json.loads(report_path.read_text(encoding="utf-8")))

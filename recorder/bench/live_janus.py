@@ -41,6 +41,7 @@ from recorder.bench.live import (
     LiveRun,
     ProcessReport,
     frames_missed_in_file,
+    local_output,
     measuring_command,
     summarise,
 )
@@ -164,25 +165,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         workdir = Path(folder)
         report_path = workdir / "worker.json"
         output_dir = workdir / "recordings"
-        saved = {key: os.environ.get(key) for key in ("RECORDER_OUTPUT_DIR", "RECORDER_S3_BUCKET")}
-        os.environ["RECORDER_OUTPUT_DIR"] = str(output_dir)  # the worker inherits it; never S3
-        os.environ.pop("RECORDER_S3_BUCKET", None)
         janus = JanusServer(folder=workdir / "janus")
-        try:
-            janus.start()
-            if janus.network is None:
-                raise RuntimeError("Janus started without its network")
-            with janus.network.entered():
-                live, janus_figures = asyncio.run(
-                    _record(janus, args.frames, output_dir, report_path)
-                )
-        finally:
-            janus.close()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        with local_output(output_dir):
+            try:
+                janus.start()
+                if janus.network is None:
+                    raise RuntimeError("Janus started without its network")
+                with janus.network.entered():
+                    live, janus_figures = asyncio.run(
+                        _record(janus, args.frames, output_dir, report_path)
+                    )
+            finally:
+                janus.close()
         if not report_path.exists():
             raise RuntimeError(f"the worker was not measured (statuses: {live.statuses})")
         worker = ProcessReport(**json.loads(report_path.read_text(encoding="utf-8")))

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -47,6 +46,7 @@ from recorder.bench.live import (
     ProcessReport,
     _until,
     frames_missed_in_file,
+    local_output,
     measuring_command,
 )
 
@@ -231,19 +231,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="recorder-bench-soak-") as folder:
         workdir = Path(folder)
         report_path, output_dir = workdir / "worker.json", workdir / "recordings"
-        saved = {key: os.environ.get(key) for key in ("RECORDER_OUTPUT_DIR", "RECORDER_S3_BUCKET")}
-        os.environ["RECORDER_OUTPUT_DIR"] = str(output_dir)
-        os.environ.pop("RECORDER_S3_BUCKET", None)
         began = time.monotonic()
         resyncs: dict[str, int] = {}
-        try:
+        with local_output(output_dir):
             live = asyncio.run(_record(seconds, output_dir, report_path, resyncs))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         if not report_path.exists() or live.started_at_s is None or live.stopping_at_s is None:
             raise RuntimeError(f"the soak did not record (statuses: {live.statuses})")
         worker = ProcessReport(**json.loads(report_path.read_text(encoding="utf-8")))
