@@ -396,3 +396,42 @@ def test_any_room_composes(
             frames[feed.id] = av.VideoFrame.from_ndarray(rgb, format="rgb24")
     out = Compositor(canvas).compose(scene, frames)
     assert (out.width, out.height, out.format.name) == (canvas.width, canvas.height, "yuv420p")
+
+
+class _PoisonedCanvas:
+    """Stands in for `av.VideoFrame` in the compositor: new canvases come full of garbage."""
+
+    from_ndarray = staticmethod(av.VideoFrame.from_ndarray)
+
+    def __new__(cls, width: int, height: int, pixel_format: str) -> av.VideoFrame:  # type: ignore[misc]
+        frame = av.VideoFrame(width, height, pixel_format)
+        for plane in plane_views(frame):
+            plane[...] = 0xA5
+        return frame
+
+
+@pytest.mark.parametrize("layout", list(LayoutType))
+def test_every_pixel_is_drawn_whatever_a_new_canvas_holds(
+    layout: LayoutType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Output frames are allocated fresh and not cleared: every pixel must be written, whatever
+    the new memory holds (here: garbage), through roster changes, a camera that is off (avatar),
+    a letterboxed portrait camera and a screen share's PIP."""
+    feeds = _feeds(4, off={1})
+    feeds.append(ParticipantView(id="p0-screen", name="S", screen_of="p0", joined_at=5.0))
+    frames = {
+        "p0": SyntheticVideo(0, "a").frame_at(0.0),
+        "p2": SyntheticVideo(2, "c", Size(360, 640)).frame_at(0.0),  # portrait: letterboxed
+        "p3": SyntheticVideo(3, "d").frame_at(0.0),
+        "p0-screen": SyntheticScreen(0, "Slides", Size(1280, 720)).frame_at(0.0),
+    }
+    scenes = [_plan(feeds[:count], layout) for count in (5, 2, 4, 0, 5)]
+    expected = [
+        [p.copy() for p in plane_views(Compositor(CANVAS).compose(s, frames))] for s in scenes
+    ]
+    monkeypatch.setattr(compositor_module, "av", type("av", (), {"VideoFrame": _PoisonedCanvas}))
+    poisoned = Compositor(CANVAS)
+    for scene, planes in zip(scenes, expected, strict=True):
+        out = plane_views(poisoned.compose(scene, frames))
+        for plane, wanted in zip(out, planes, strict=True):
+            assert np.array_equal(plane, wanted), layout
