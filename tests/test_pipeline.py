@@ -32,6 +32,7 @@ from recorder.media.fmp4 import BoxScanner, durable_length
 from recorder.media.offline import OFFLINE_PLAYOUT, ScriptedParticipant, ScriptedRoom, render
 from recorder.media.timeline import Timeline
 from recorder.presets import AUDIO_SAMPLE_RATE_HZ, KEYFRAME_INTERVAL_S, PRESETS, Mode, Quality
+from recorder.rooms.janus.simulcast import SIMULCAST_LAYERS, layer_size, substream_for_tile
 from recorder.testing.clapper import clapper_participant
 from recorder.testing.sources import AudioFormat, Sound, VideoFormat, synthetic_participant
 
@@ -355,3 +356,47 @@ def test_presets_bench_scores_each_preset_against_the_composed_frames() -> None:
     assert presets_bench.psnr_db(source, source) == presets_bench.MAX_PSNR_DB
     off_by_one = source + 1  # MSE 1: 20 log10(255)
     assert presets_bench.psnr_db(off_by_one, source) == pytest.approx(48.13, abs=0.01)
+
+
+def test_simulcast_bench_cameras_send_the_layer_that_fills_their_tile() -> None:
+    """`--sources simulcast`: each camera switches to the smallest layer of the halving ladder
+    that fills its tile, as the worker asks a simulcast room (`prefer_video_size`)."""
+    participants = pipeline_bench.bench_room("synthetic", pipeline_bench.SOURCES_SIMULCAST)
+    top = pipeline_bench.SOURCE.size
+    for camera in (p.source for p in participants):
+        assert set(camera.layers) == {layer_size(top, s) for s in range(SIMULCAST_LAYERS)}
+        assert camera.layer == top and camera.frames[0].width == top.width  # before any tile
+    scene = pipeline_bench.bench_scene(Quality.MED, LayoutType.SIDEBAR, participants)
+    pipeline_bench.prefer_scene(participants, scene)
+    cameras = {p.camera_feed: p.source for p in participants}
+    drawn = {plan.tile.feed_id: plan.tile.rect.size for plan in scene.tiles}
+    for feed, tile in drawn.items():
+        layer = cameras[feed].layer
+        assert layer == layer_size(top, substream_for_tile(tile, top))
+        assert cameras[feed].frames[0].width == layer.width
+        assert layer == top or max(tile.width / layer.width, tile.height / layer.height) <= 1 / 0.85
+    assert len({cameras[feed].layer for feed in drawn}) == 2  # the main tile and the side tiles
+    # A room without simulcast keeps sending its one layer whatever the tile.
+    single = pipeline_bench.bench_room("synthetic")
+    pipeline_bench.prefer_scene(single, scene)
+    assert {p.source.layer for p in single} == {top}
+
+
+def test_pipeline_bench_runs_with_simulcast_sources(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg here
+    args = argparse.Namespace(
+        quality=[Quality.MED],
+        layout=[LayoutType.GRID],
+        frames=10,
+        content="synthetic",
+        sources="simulcast",
+    )
+    report = pipeline_bench.run(args)
+    assert report["sources"] == "simulcast" and "simulcast" in str(report["room"])
+    (row,) = report["results"]  # type: ignore[misc]
+    assert row["full"]["frames"] == 10 and row["full"]["cpu_s"] > 0
+    # The top layers plus the two lower ones (a quarter and a sixteenth of the pixels each).
+    top_only = pipeline_bench.PARTICIPANTS * pipeline_bench.CYCLE_FRAMES * 1280 * 720 * 1.5
+    assert report["premade_sources_mib"] == round(top_only * (1 + 1 / 4 + 1 / 16) / 2**20)

@@ -41,12 +41,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from layouts.model import LayoutSpec, LayoutType, Size, Theme
 from layouts.scene import Scene, plan_frame
@@ -62,11 +63,12 @@ from recorder.media.encoder import (
     Encoder,
     EncoderSettings,
 )
-from recorder.media.engine import MediaEngine
+from recorder.media.engine import MediaEngine, TickReport
 from recorder.media.mixer import Mixer
 from recorder.media.offline import OFFLINE_PLAYOUT, ScriptedParticipant, ScriptedRoom
 from recorder.media.timeline import Timeline
 from recorder.presets import AUDIO_SAMPLE_RATE_HZ, PRESETS, Mode, Quality
+from recorder.rooms.janus.simulcast import TOP_SUBSTREAM, layer_size, substream_for_tile
 from recorder.testing.sources import AudioFormat, Sound, VideoFormat, synthetic_participant
 from recorder.testing.stills import demo_name
 
@@ -84,6 +86,15 @@ TEXTURED = "textured"
 CONTENTS = (SYNTHETIC, TEXTURED)
 TEXTURE_PAN_PX = 48  # how far the texture pans around its centre over one cycle
 TEXTURE_BLUR_PX = 9  # box blur of the noise: detail a camera resolves, not pixel noise
+# Which size each camera arrives at: every camera at its top layer, 1280x720 (a room that
+# forwards one quality), or, in a simulcast room, at the layer the recorder asks for: the
+# smallest of the browsers' halving ladder (1280x720, 640x360, 320x180) that fills the tile the
+# camera is drawn in (`recorder.rooms.janus.simulcast`), switched from the next frame whenever
+# the tiles change, as the live worker asks through `RoomConnector.prefer_video_size`. The
+# lower layers are made before the clock starts, from the top one: the sender's work.
+SOURCES_TOP = "top"
+SOURCES_SIMULCAST = "simulcast"
+SOURCE_CHOICES = (SOURCES_TOP, SOURCES_SIMULCAST)
 TARGET_FULL_VS_ENCODE = 0.85
 TARGET_FULL_VS_FFMPEG = 1.0
 CASE_TIMEOUT_S = 600.0
@@ -145,18 +156,44 @@ class CyclingCamera:
     cycle (one second), long after the timeline (which keeps at most a few) let go of it.
     """
 
-    def __init__(self, number: int, content: str = SYNTHETIC) -> None:
+    def __init__(self, number: int, content: str = SYNTHETIC, sources: str = SOURCES_TOP) -> None:
         microphone = None if number == MUTED_PARTICIPANT else AudioFormat()
         self._inner = synthetic_participant(
             number - 1, demo_name(number), SOURCE, microphone, sound=Sound.SPEECH
         )
         self.name = self._inner.name
         if content == TEXTURED:
-            self.frames = textured_frames(number, CYCLE_FRAMES)
+            top = textured_frames(number, CYCLE_FRAMES)
         else:
-            self.frames = [self._inner.video_frame(i) for i in range(CYCLE_FRAMES)]
+            top = [self._inner.video_frame(i) for i in range(CYCLE_FRAMES)]
+        self.simulcast = sources == SOURCES_SIMULCAST
+        self.layers = {SOURCE.size: top}
+        if self.simulcast:
+            for substream in range(TOP_SUBSTREAM):
+                size = layer_size(SOURCE.size, substream)
+                scaler = VideoReformatter()
+                self.layers[size] = [
+                    scaler.reformat(frame, size.width, size.height, interpolation="AREA")
+                    for frame in top
+                ]
+        self.layer = SOURCE.size  # the size sent now
         # The microphone's first cycle (same length as the camera's), re-stamped likewise.
         self.audio = list(self._inner.audio_frames(0.0, CYCLE_FRAMES / SOURCE.fps))
+
+    @property
+    def frames(self) -> list[av.VideoFrame]:
+        """The cycle of the layer sent now."""
+        return self.layers[self.layer]
+
+    def prefer(self, tile: Size) -> None:
+        """Switch to the layer a simulcast room forwards for `tile` (no-op for a single layer)."""
+        if self.simulcast:
+            self.layer = layer_size(SOURCE.size, substream_for_tile(tile, SOURCE.size))
+
+    def premade_bytes(self) -> int:
+        return sum(
+            len(frames) * size.width * size.height * 3 // 2 for size, frames in self.layers.items()
+        )
 
     @property
     def video_format(self) -> VideoFormat:
@@ -229,13 +266,26 @@ def textured_frames(number: int, count: int) -> list[av.VideoFrame]:
     return frames
 
 
-def bench_room(content: str = SYNTHETIC) -> list[ScriptedParticipant]:
+def bench_room(content: str = SYNTHETIC, sources: str = SOURCES_TOP) -> list[ScriptedParticipant]:
     return [
         ScriptedParticipant(
-            f"p{number}", CyclingCamera(number, content), muted=number == MUTED_PARTICIPANT
+            f"p{number}", CyclingCamera(number, content, sources), muted=number == MUTED_PARTICIPANT
         )
         for number in range(1, PARTICIPANTS + 1)
     ]
+
+
+def prefer_tiles(participants: list[ScriptedParticipant], tile_sizes: Mapping[str, Size]) -> None:
+    """Each camera drawn at `tile_sizes` switches to the layer that fills its tile."""
+    for participant in participants:
+        size = tile_sizes.get(participant.camera_feed)
+        if size is not None:
+            participant.source.prefer(size)  # type: ignore[attr-defined]
+
+
+def prefer_scene(participants: list[ScriptedParticipant], scene: Scene) -> None:
+    """The layers asked for when `scene` is drawn (the recording's first tick)."""
+    prefer_tiles(participants, {plan.tile.feed_id: plan.tile.rect.size for plan in scene.tiles})
 
 
 def layout_spec(layout: LayoutType) -> LayoutSpec:
@@ -264,6 +314,7 @@ def composed_canvases(
 ) -> list[av.VideoFrame]:
     """The room composed once per frame of the cameras' cycle: what encode-only encodes."""
     scene = bench_scene(quality, layout, participants)
+    prefer_scene(participants, scene)
     compositor = Compositor(bench_settings(quality).canvas)
     return [
         compositor.compose(
@@ -286,9 +337,9 @@ class _Timed:
 
 
 def _encode_case(
-    quality: Quality, layout: LayoutType, frames: int, out: Path, content: str
+    quality: Quality, layout: LayoutType, frames: int, out: Path, *, content: str, sources: str
 ) -> _Timed:
-    participants = bench_room(content)
+    participants = bench_room(content, sources)
     settings = bench_settings(quality)
     canvases = composed_canvases(quality, layout, participants)
     mixer = Mixer()
@@ -322,9 +373,14 @@ def _encode_case(
 
 
 def _full_case(
-    quality: Quality, layout: LayoutType, frames: int, out: Path, content: str
+    quality: Quality, layout: LayoutType, frames: int, out: Path, *, content: str, sources: str
 ) -> _Timed:
-    participants = bench_room(content)
+    participants = bench_room(content, sources)
+
+    def follow_tiles(report: TickReport) -> None:  # the worker's prefer_video_size, in-process
+        if report.tile_sizes is not None:
+            prefer_tiles(participants, report.tile_sizes)
+
     settings = bench_settings(quality)
     clock = RecordingClock(ManualClock(), settings.fps)
     timeline = Timeline(clock, OFFLINE_PLAYOUT)
@@ -336,6 +392,7 @@ def _full_case(
         encoder=Encoder(out, settings),
         layout=layout_spec(layout),
         feeder=room.feed_until,
+        on_tick=follow_tiles,
     )
     wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
     stats = engine.run(threading.Event(), frames / settings.fps)
@@ -368,7 +425,14 @@ def bench_cpu() -> int:
 
 
 def run_case(
-    case: str, quality: Quality, layout: LayoutType, *, frames: int, workdir: Path, content: str
+    case: str,
+    quality: Quality,
+    layout: LayoutType,
+    *,
+    frames: int,
+    workdir: Path,
+    content: str,
+    sources: str = SOURCES_TOP,
 ) -> CaseResult:
     """Run one of `CASES` in a fresh, pinned Python process; its result."""
     command = [
@@ -382,6 +446,7 @@ def run_case(
         str(workdir / f"{case}-{quality}-{layout}.mp4"),
         str(bench_cpu()),
         content,
+        sources,
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, check=False
@@ -392,9 +457,16 @@ def run_case(
 
 
 def _child_main(argv: list[str]) -> int:
-    case, quality, layout, frames, out, cpu, content = argv
+    case, quality, layout, frames, out, cpu, content, sources = argv
     _pin(int(cpu))
-    timed = CASES[case](Quality(quality), LayoutType(layout), int(frames), Path(out), content)
+    timed = CASES[case](
+        Quality(quality),
+        LayoutType(layout),
+        int(frames),
+        Path(out),
+        content=content,
+        sources=sources,
+    )
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = CaseResult(
         case,
@@ -415,12 +487,15 @@ def _child_main(argv: list[str]) -> int:
 def write_ffmpeg_inputs(
     participants: list[ScriptedParticipant], folder: Path
 ) -> list[tuple[Path, Path | None]]:
-    """Each camera's cycle as raw yuv420p and each microphone's as s16le (one second each)."""
+    """Each camera's cycle, at the layer it sends now, as raw yuv420p (a file per layer, written
+    once) and each microphone's as s16le (one second each)."""
     inputs = []
     for participant in participants:
         camera = participant.source
-        video = folder / f"{participant.participant_id}.yuv"
-        video.write_bytes(camera.raw_video())
+        size = camera.layer  # type: ignore[attr-defined]
+        video = folder / f"{participant.participant_id}-{size.width}x{size.height}.yuv"
+        if not video.exists():
+            video.write_bytes(camera.raw_video())
         raw = camera.raw_audio(CYCLE_FRAMES / SOURCE.fps)
         audio = None
         if raw is not None:
@@ -445,9 +520,10 @@ def ffmpeg_command(
     canvas: Size = settings.canvas
     command = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     command += ["-threads", "1", "-filter_threads", "1", "-filter_complex_threads", "1"]
-    for video, _ in inputs:
+    for participant, (video, _) in zip(participants, inputs, strict=True):
+        size = participant.source.layer  # type: ignore[attr-defined]
         command += ["-stream_loop", "-1", "-f", "rawvideo", "-pix_fmt", "yuv420p"]
-        command += ["-video_size", f"{SOURCE.width}x{SOURCE.height}", "-framerate", str(SOURCE.fps)]
+        command += ["-video_size", f"{size.width}x{size.height}", "-framerate", str(SOURCE.fps)]
         command += ["-i", str(video)]
     audio_inputs = []
     for _, audio in inputs:
@@ -530,25 +606,34 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     layouts: list[LayoutType] = getattr(args, "layout", None) or list(LayoutType)
     frames: int = args.frames
     content: str = getattr(args, "content", None) or SYNTHETIC
+    sources: str = getattr(args, "sources", None) or SOURCES_TOP
     ffmpeg = shutil.which("ffmpeg")
     rows = []
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as folder:
         workdir = Path(folder)
-        participants = bench_room(content)
-        inputs = write_ffmpeg_inputs(participants, workdir) if ffmpeg else []
+        participants = bench_room(content, sources)
         for quality in qualities:
             for layout in layouts:
                 compose = compose_bench.measure(
                     quality, True, min(frames, compose_bench.DEFAULT_FRAMES), layout
                 )
-                encode = run_case(
-                    "encode", quality, layout, frames=frames, workdir=workdir, content=content
-                )
-                full = run_case(
-                    "full", quality, layout, frames=frames, workdir=workdir, content=content
-                )
+                cases = {
+                    case: run_case(
+                        case,
+                        quality,
+                        layout,
+                        frames=frames,
+                        workdir=workdir,
+                        content=content,
+                        sources=sources,
+                    )
+                    for case in CASES
+                }
+                encode, full = cases["encode"], cases["full"]
                 reference = None
                 if ffmpeg:
+                    prefer_scene(participants, bench_scene(quality, layout, participants))
+                    inputs = write_ffmpeg_inputs(participants, workdir)
                     out = workdir / f"ffmpeg-{quality}-{layout}.mp4"
                     command = ffmpeg_command(
                         quality,
@@ -569,15 +654,22 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         reference=reference,
                     )
                 )
+    cameras = (
+        f"{SOURCE.width}x{SOURCE.height}"
+        if sources == SOURCES_TOP
+        else "simulcast (the layer that fills each tile)"
+    )
     return {
         "content": content,
-        "room": f"{PARTICIPANTS} participants, {SOURCE.width}x{SOURCE.height} {content} cameras "
+        "sources": sources,
+        "room": f"{PARTICIPANTS} participants, {cameras} {content} cameras "
         f"({CYCLE_FRAMES}-frame cycles), participant {MUTED_PARTICIPANT} muted, speech-like audio",
         "pinned_cpu": bench_cpu(),
         # Held by every case's process besides the recorder's own memory: subtract it from
         # peak RSS to size a live worker (which holds a few frames per feed instead).
         "premade_sources_mib": round(
-            PARTICIPANTS * CYCLE_FRAMES * SOURCE.width * SOURCE.height * 3 / 2 / BYTES_PER_MIB
+            sum(p.source.premade_bytes() for p in participants)  # type: ignore[attr-defined]
+            / BYTES_PER_MIB
         ),
         "threads": 1,
         "frames": frames,

@@ -73,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--pipeline, --presets: the project's synthetic cameras, or camera-like texture",
     )
     parser.add_argument(
+        "--sources",
+        choices=("top", "simulcast"),
+        default="top",
+        help="--pipeline: every camera at 1280x720 (default), or at the simulcast layer the "
+        "recorder asks for its tile",
+    )
+    parser.add_argument(
         "--record-seconds",
         type=float,
         default=300.0,
