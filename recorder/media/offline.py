@@ -195,11 +195,11 @@ class ScriptedRoom:
     def _add_feeds(self, participant: ScriptedParticipant, with_video: bool) -> None:
         if with_video and participant.source.video_format is not None:
             self._video[participant.participant_id] = self.timeline.add_video_feed(
-                participant.camera_feed
+                participant.camera_feed, participant.participant_id
             )
         if participant.source.audio_format is not None:
             self._audio[participant.participant_id] = self.timeline.add_audio_feed(
-                participant.audio_feed
+                participant.audio_feed, participant.participant_id
             )
 
 

@@ -8,7 +8,10 @@ drift from what the pts predict by more than `REANCHOR_THRESHOLD_S`, for late ar
 the lateness lasts `LATE_REANCHOR_AFTER_S`) and then shows every frame one
 common `PLAYOUT_DELAY_S` later. The delay is the same for audio and video, so a participant's audio
 and video stay together, jitter up to the delay costs nothing, and a late joiner appears at the
-tick its first frame was due.
+tick its first frame was due. The feeds of one participant are linked (`_Link`): a sender whose
+clock runs slow makes all of them late together, and when one re-anchors for that lateness the
+others that are as late move with it, so lip-sync does not jump for the seconds between their own
+re-anchors; a pts jump or a longer path on one track only moves that track.
 
 Video: a small bounded buffer per feed; at a tick the newest frame due at or before it is shown and
 kept until a newer one is due. Audio: converted to 48 kHz float into a bounded ring positioned in
@@ -49,6 +52,15 @@ REANCHOR_THRESHOLD_S = 0.15
 # A late frame kept on its pts time is still shown if the lateness is under the playout delay.
 # Lateness that lasts (a sender whose pts went back, a longer path) re-anchors after this.
 LATE_REANCHOR_AFTER_S = 0.25
+# When a feed re-anchors for lasting lateness of L seconds, each other feed of the participant
+# that is itself late by at least L minus this moves by L too: a slow sender clock (all tracks
+# late together, give or take their jitter and a stall's backlog) is one shift for the whole
+# participant. Smaller than the threshold's half, so a sibling that is on time (a pts jump or a
+# longer path on one track only) is never moved: it would have to be 0.1 s late already.
+LINK_TOLERANCE_S = 0.05
+# A sibling whose last frame is older than this says nothing about its lateness now (a camera
+# turned off, muted audio): it is not moved, and anchors itself on its next frame as usual.
+LINK_RECENT_S = 1.0
 VIDEO_BUFFER_FRAMES = 16  # per feed: the playout delay at 60 fps plus jitter; then oldest dropped
 VIDEO_STALE_AFTER_S = 1.5  # no newer frame due for this long: the caller shows a placeholder
 AUDIO_BUFFER_S = 2.0  # per feed: unread audio kept ahead of the reader; then oldest dropped
@@ -108,19 +120,36 @@ class _Anchor:
     """
 
     def __init__(
-        self, feed: str, threshold_s: float, late_after_s: float = LATE_REANCHOR_AFTER_S
+        self,
+        feed: str,
+        threshold_s: float,
+        late_after_s: float = LATE_REANCHOR_AFTER_S,
+        link: _Link | None = None,
     ) -> None:
         self.feed = feed  # for the log: which track re-anchored
         self.threshold_s = threshold_s
         self.late_after_s = late_after_s
+        self.link = link  # the participant's other feeds; None: on its own
+        if link is not None:
+            link.add(self)
         self.late_since_s: float | None = None  # first arrival of the current late run
+        self.late_floor_s = 0.0  # the least lateness in the current late run: what lasted
         self.media_s: float | None = None  # the anchor frame's media time
         self.clock_s = 0.0  # when the anchor frame's media instant happened
         self.reanchors = 0
+        self.linked_shifts = 0  # moved because a sibling re-anchored for lasting lateness
         self.last_slide_s = 0.0  # how far the last `place` slid the anchor (<= 0)
+        self.last_arrival_s: float | None = None
+        self.last_lateness_s = 0.0  # the last frame's arrival after where it was placed
 
     def place(self, media_s: float, arrival_s: float) -> float:
         """The clock time this media instant happened at (before the playout delay)."""
+        happened_s = self._place(media_s, arrival_s)
+        self.last_arrival_s = arrival_s
+        self.last_lateness_s = arrival_s - happened_s
+        return happened_s
+
+    def _place(self, media_s: float, arrival_s: float) -> float:
         self.last_slide_s = 0.0
         if self.media_s is None:
             self.media_s, self.clock_s = media_s, arrival_s
@@ -129,16 +158,20 @@ class _Anchor:
         drift_s = arrival_s - predicted_s
         if drift_s > self.threshold_s:
             if self.late_since_s is None:
-                self.late_since_s = arrival_s
+                self.late_since_s, self.late_floor_s = arrival_s, drift_s
+            self.late_floor_s = min(self.late_floor_s, drift_s)
             if arrival_s - self.late_since_s < self.late_after_s:
                 return predicted_s  # maybe a passing stall: keep the pts timing
         else:
             self.late_since_s = None
         if abs(drift_s) > self.threshold_s:
+            lasted_s = self.late_floor_s if drift_s > 0 else None
             self.media_s, self.clock_s = media_s, arrival_s
             self.late_since_s = None
             self.reanchors += 1
             log.info("%s: re-anchored after arrivals drifted %+.3f s from pts", self.feed, drift_s)
+            if lasted_s is not None and self.link is not None:
+                self.link.late_together(self, lasted_s, arrival_s)
             return arrival_s
         if drift_s < 0:
             self.clock_s += drift_s
@@ -146,11 +179,73 @@ class _Anchor:
             return arrival_s
         return predicted_s
 
+    def follow(self, lateness_s: float, now_s: float) -> bool:
+        """A sibling re-anchored for `lateness_s` of lasting lateness at `now_s`: move by as much
+        if this feed is about as late (`LINK_TOLERANCE_S`) and was heard from recently."""
+        if self.media_s is None or self.last_arrival_s is None:
+            return False  # its first frame anchors it at its own arrival
+        if now_s - self.last_arrival_s > LINK_RECENT_S:
+            return False
+        if self.last_lateness_s < lateness_s - LINK_TOLERANCE_S:
+            return False  # on time: the sibling's lateness is its own (a pts jump, its path)
+        self.clock_s += lateness_s
+        self.last_lateness_s -= lateness_s
+        self.late_since_s = None
+        self.linked_shifts += 1
+        log.info("%s: moved %+.3f s with its participant's other track", self.feed, lateness_s)
+        return True
+
+    def unlink(self) -> _Link | None:
+        """Leave the participant's link (the feed takes no more pushes); the link if that left
+        it empty, for its owner to forget."""
+        link, self.link = self.link, None
+        if link is not None and link.discard(self):
+            return link
+        return None
+
     def clock_time(self, media_s: float) -> float | None:
         """Where `media_s` lands with the current anchor; None before the first frame."""
         if self.media_s is None:
             return None
         return self.clock_s + (media_s - self.media_s)
+
+
+class _Link:
+    """The anchors of one participant's feeds, which share a sender clock.
+
+    A sender clock that runs slow against ours makes every track of that sender late by the same
+    growing amount. Each feed would re-anchor on its own when its lateness crosses the threshold,
+    but not at the same moment (their jitter differs), and between the two re-anchors lip-sync is
+    off by the whole threshold, for seconds (minutes' worth of skew). So a re-anchor for lasting
+    lateness moves the siblings that are as late by the same amount (`_Anchor.follow`). What is
+    not shared: early frames (each feed slides to its own fastest path), re-anchors for early
+    arrival (a pts jump ahead), and lateness one sibling does not show (a pts jump back or a
+    longer path on one track). Used from the pusher's thread, which one participant's feeds
+    share; membership changes with feeds under a lock.
+    """
+
+    def __init__(self, participant_id: str) -> None:
+        self.participant_id = participant_id
+        self._lock = threading.Lock()
+        self._anchors: list[_Anchor] = []
+
+    def add(self, anchor: _Anchor) -> None:
+        with self._lock:
+            self._anchors.append(anchor)
+
+    def discard(self, anchor: _Anchor) -> bool:
+        """Forget `anchor`; whether the link is now empty."""
+        with self._lock:
+            if anchor in self._anchors:
+                self._anchors.remove(anchor)
+            return not self._anchors
+
+    def late_together(self, leader: _Anchor, lateness_s: float, now_s: float) -> None:
+        """`leader` re-anchored for `lateness_s` of lasting lateness: its siblings follow."""
+        with self._lock:
+            siblings = [anchor for anchor in self._anchors if anchor is not leader]
+        for anchor in siblings:
+            anchor.follow(lateness_s, now_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +270,7 @@ class VideoStats:
     dropped: int  # pushed out of a full buffer (the reader fell behind)
     reanchors: int
     refused: int = 0  # frames with no pixels (0 wide or 0 high): nothing to show, never queued
+    linked_shifts: int = 0  # moved with another track of its participant (`_Link`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +279,7 @@ class AudioStats:
     late_samples: int  # arrived after their span had been read: dropped
     dropped_samples: int  # pushed out of a full ring before being read
     reanchors: int
+    linked_shifts: int = 0  # moved with another track of its participant (`_Link`)
 
 
 @dataclass(slots=True)
@@ -195,7 +292,11 @@ class VideoFeed:
     """One video track's frames on the clock. `push` from the pusher's thread only."""
 
     def __init__(
-        self, feed_id: str, recording_clock: RecordingClock, settings: PlayoutSettings
+        self,
+        feed_id: str,
+        recording_clock: RecordingClock,
+        settings: PlayoutSettings,
+        link: _Link | None = None,
     ) -> None:
         if settings.video_buffer_frames < 1:
             raise ValueError(
@@ -205,7 +306,7 @@ class VideoFeed:
         self._recording_clock = recording_clock
         self._playout_delay_s = settings.playout_delay_s
         self._stale_after_s = settings.video_stale_after_s
-        self._anchor = _Anchor(f"video {feed_id}", settings.reanchor_threshold_s)
+        self._anchor = _Anchor(f"video {feed_id}", settings.reanchor_threshold_s, link=link)
         self._lock = threading.Lock()
         self._queue: deque[_Queued] = deque()
         self._buffer_frames = settings.video_buffer_frames
@@ -272,6 +373,10 @@ class VideoFeed:
             stale=clock_s - current.due_s > self._stale_after_s,
         )
 
+    def unlink(self) -> _Link | None:
+        """Leave the participant's link (no more pushes); the link if it is now empty."""
+        return self._anchor.unlink()
+
     def stats(self) -> VideoStats:
         with self._lock:
             return VideoStats(
@@ -281,6 +386,7 @@ class VideoFeed:
                 self._dropped,
                 self._anchor.reanchors,
                 self._refused,
+                self._anchor.linked_shifts,
             )
 
 
@@ -381,12 +487,16 @@ class AudioFeed:
     """
 
     def __init__(
-        self, feed_id: str, recording_clock: RecordingClock, settings: PlayoutSettings
+        self,
+        feed_id: str,
+        recording_clock: RecordingClock,
+        settings: PlayoutSettings,
+        link: _Link | None = None,
     ) -> None:
         self.feed_id = feed_id
         self._recording_clock = recording_clock
         self._playout_delay_s = settings.playout_delay_s
-        self._anchor = _Anchor(f"audio {feed_id}", settings.reanchor_threshold_s)
+        self._anchor = _Anchor(f"audio {feed_id}", settings.reanchor_threshold_s, link=link)
         self._capacity = max(1, round(settings.audio_buffer_s * AUDIO_SAMPLE_RATE_HZ))
         self._snap_samples = round(AUDIO_SNAP_TOLERANCE_S * AUDIO_SAMPLE_RATE_HZ)
         self._lock = threading.Lock()
@@ -490,6 +600,10 @@ class AudioFeed:
         with self._lock:
             return self._ended and (self._ring is None or self._ring.drained)
 
+    def unlink(self) -> _Link | None:
+        """Leave the participant's link (no more pushes); the link if it is now empty."""
+        return self._anchor.unlink()
+
     def stats(self) -> AudioStats:
         with self._lock:
             ring = self._ring
@@ -498,6 +612,7 @@ class AudioFeed:
                 0 if ring is None else ring.late_samples,
                 0 if ring is None else ring.dropped_samples,
                 self._anchor.reanchors,
+                self._anchor.linked_shifts,
             )
 
 
@@ -542,30 +657,60 @@ class Timeline:
         self._lock = threading.Lock()
         self._video: dict[str, VideoFeed] = {}
         self._audio: dict[str, AudioFeed] = {}
+        self._links: dict[str, _Link] = {}  # participant id -> its feeds' anchors
 
-    def add_video_feed(self, feed_id: str) -> VideoFeed:
-        """A new video feed (camera or screen share); its id must not be in use."""
-        feed = VideoFeed(feed_id, self.recording_clock, self.settings)
+    def add_video_feed(self, feed_id: str, participant_id: str | None = None) -> VideoFeed:
+        """A new video feed (camera or screen share); its id must not be in use.
+
+        `participant_id` links it with that participant's other feeds (`_Link`: one sender
+        clock, one shift when it runs slow); None leaves it on its own.
+        """
         with self._lock:
             if feed_id in self._video:
                 raise ValueError(f"video feed {feed_id!r} already exists")
+            feed = VideoFeed(
+                feed_id, self.recording_clock, self.settings, self._link(participant_id)
+            )
             self._video[feed_id] = feed
         return feed
 
-    def add_audio_feed(self, feed_id: str) -> AudioFeed:
-        """A new audio feed (one per participant); its id must not be in use."""
-        feed = AudioFeed(feed_id, self.recording_clock, self.settings)
+    def add_audio_feed(self, feed_id: str, participant_id: str | None = None) -> AudioFeed:
+        """A new audio feed (one per participant); its id must not be in use.
+
+        `participant_id`: as for `add_video_feed`.
+        """
         with self._lock:
             old = self._audio.get(feed_id)
             if old is not None and not old.ended:
                 raise ValueError(f"audio feed {feed_id!r} already exists")
+            feed = AudioFeed(
+                feed_id, self.recording_clock, self.settings, self._link(participant_id)
+            )
             self._audio[feed_id] = feed  # a rejoin replaces the draining old feed
         return feed
+
+    def _link(self, participant_id: str | None) -> _Link | None:
+        """The participant's link, made on first use (the timeline lock is held)."""
+        if participant_id is None:
+            return None
+        link = self._links.get(participant_id)
+        if link is None:
+            link = self._links[participant_id] = _Link(participant_id)
+        return link
+
+    def _unlink(self, feed: VideoFeed | AudioFeed) -> None:
+        """The feed takes no more pushes: its participant's other feeds no longer move it."""
+        with self._lock:
+            emptied = feed.unlink()
+            if emptied is not None and self._links.get(emptied.participant_id) is emptied:
+                del self._links[emptied.participant_id]
 
     def remove_video_feed(self, feed_id: str) -> None:
         """The track is gone: its pictures stop now (the layout drops its tile)."""
         with self._lock:
-            self._video.pop(feed_id, None)
+            feed = self._video.pop(feed_id, None)
+        if feed is not None:
+            self._unlink(feed)
 
     def remove_audio_feed(self, feed_id: str) -> None:
         """The track is gone: it plays out what it buffered, then leaves the reads.
@@ -576,6 +721,7 @@ class Timeline:
             feed = self._audio.get(feed_id)
         if feed is not None:
             feed.end()
+            self._unlink(feed)
 
     def video_feed_ids(self) -> list[str]:
         with self._lock:

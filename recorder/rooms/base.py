@@ -69,6 +69,16 @@ def feed_id(participant_id: str, kind: TrackKind) -> str:
     return f"{participant_id}/{kind}"
 
 
+def participant_of_feed(feed: str) -> str | None:
+    """The participant id in a `feed_id`; None for an id not made by it.
+
+    The timeline links one participant's feeds by it (one sender clock: `_Link` in
+    `recorder/media/timeline.py`). A participant id may hold "/" itself; a kind never does.
+    """
+    participant_id, separator, kind = feed.rpartition("/")
+    return participant_id if separator and TrackKind.parse(kind) is not None else None
+
+
 class FrameSink(Protocol):
     """Where received frames go: the media timeline (`recorder/media/timeline.py`).
 
