@@ -392,11 +392,22 @@ def test_pipeline_bench_runs_with_simulcast_sources(
         frames=10,
         content="synthetic",
         sources="simulcast",
+        rounds=2,
     )
     report = pipeline_bench.run(args)
     assert report["sources"] == "simulcast" and "simulcast" in str(report["room"])
+    assert report["rounds"] == 2
     (row,) = report["results"]  # type: ignore[misc]
     assert row["full"]["frames"] == 10 and row["full"]["cpu_s"] > 0
     # The top layers plus the two lower ones (a quarter and a sixteenth of the pixels each).
     top_only = pipeline_bench.PARTICIPANTS * pipeline_bench.CYCLE_FRAMES * 1280 * 720 * 1.5
     assert report["premade_sources_mib"] == round(top_only * (1 + 1 / 4 + 1 / 16) / 2**20)
+
+
+def test_the_pipeline_bench_keeps_the_run_of_median_cpu() -> None:
+    def run(cpu_s: float) -> pipeline_bench.CaseResult:
+        return pipeline_bench.CaseResult("full", "low", "GRID", 10, 1.0, cpu_s, 100.0)
+
+    assert pipeline_bench.median_run([run(3.0), run(1.0), run(9.0)]).cpu_s == 3.0
+    assert pipeline_bench.median_run([run(4.0), run(2.0)]).cpu_s == 2.0  # the lower middle
+    assert pipeline_bench.median_run([run(5.0)]).cpu_s == 5.0

@@ -27,6 +27,11 @@ also counts the time slices other processes took on the same core). Targets: ful
 encode-only throughput, full >= 1.0 x ffmpeg. Each case also reports the CPU time of the thread
 that fed the encoder (full: the media thread, i.e. everything but x264, AAC and muxing), so the
 rest of the process is the encoder thread's: where a full case's extra time goes.
+
+`--rounds N` (3 from the command line) runs the cases N times, interleaved, and reports each
+case's run of median CPU time: on a shared machine one case's x264 thread varies by +-5% from
+run to run, which alone moves a ratio by 0.04. `--sources simulcast` gives every camera the
+layer the recorder would ask a simulcast room for (`SOURCES_SIMULCAST` below).
 """
 
 from __future__ import annotations
@@ -607,6 +612,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     frames: int = args.frames
     content: str = getattr(args, "content", None) or SYNTHETIC
     sources: str = getattr(args, "sources", None) or SOURCES_TOP
+    rounds: int = getattr(args, "rounds", None) or 1
     ffmpeg = shutil.which("ffmpeg")
     rows = []
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as folder:
@@ -617,33 +623,34 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 compose = compose_bench.measure(
                     quality, True, min(frames, compose_bench.DEFAULT_FRAMES), layout
                 )
-                cases = {
-                    case: run_case(
-                        case,
-                        quality,
-                        layout,
-                        frames=frames,
-                        workdir=workdir,
-                        content=content,
-                        sources=sources,
-                    )
-                    for case in CASES
-                }
-                encode, full = cases["encode"], cases["full"]
-                reference = None
-                if ffmpeg:
-                    prefer_scene(participants, bench_scene(quality, layout, participants))
-                    inputs = write_ffmpeg_inputs(participants, workdir)
-                    out = workdir / f"ffmpeg-{quality}-{layout}.mp4"
-                    command = ffmpeg_command(
-                        quality,
-                        layout,
-                        participants=participants,
-                        inputs=inputs,
-                        frames=frames,
-                        out=out,
-                    )
-                    reference = run_ffmpeg(command, quality, layout, frames)
+                timed: dict[str, list[CaseResult]] = {"encode": [], "full": [], "ffmpeg": []}
+                for _ in range(rounds):  # interleaved, so a busy spell hits every case alike
+                    for case in CASES:
+                        timed[case].append(
+                            run_case(
+                                case,
+                                quality,
+                                layout,
+                                frames=frames,
+                                workdir=workdir,
+                                content=content,
+                                sources=sources,
+                            )
+                        )
+                    if ffmpeg:
+                        prefer_scene(participants, bench_scene(quality, layout, participants))
+                        inputs = write_ffmpeg_inputs(participants, workdir)
+                        command = ffmpeg_command(
+                            quality,
+                            layout,
+                            participants=participants,
+                            inputs=inputs,
+                            frames=frames,
+                            out=workdir / f"ffmpeg-{quality}-{layout}.mp4",
+                        )
+                        timed["ffmpeg"].append(run_ffmpeg(command, quality, layout, frames))
+                encode, full = median_run(timed["encode"]), median_run(timed["full"])
+                reference = median_run(timed["ffmpeg"]) if timed["ffmpeg"] else None
                 rows.append(
                     _row(
                         quality,
@@ -673,6 +680,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         ),
         "threads": 1,
         "frames": frames,
+        "rounds": rounds,
         "ffmpeg": _ffmpeg_version(ffmpeg) if ffmpeg else "not found: comparison skipped",
         "targets": {
             "full_vs_encode": TARGET_FULL_VS_ENCODE,
@@ -680,6 +688,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         },
         "results": rows,
     }
+
+
+def median_run(runs: list[CaseResult]) -> CaseResult:
+    """The run of median CPU time (the lower middle one of an even count): one real run, so its
+    stages and threads add up, and one noisy run out of three cannot move a ratio."""
+    return sorted(runs, key=lambda run: run.cpu_s)[(len(runs) - 1) // 2]
 
 
 def _row(
@@ -717,7 +731,8 @@ def format_table(report: dict[str, object]) -> str:
     """The report as a table for a terminal."""
     lines = [
         f"pipeline: {report['room']}; pinned to CPU {report['pinned_cpu']}, one thread, "
-        f"{report['frames']} frames per case; ffmpeg: {report['ffmpeg']}",
+        f"{report['frames']} frames per case, median of {report['rounds']} rounds; "
+        f"ffmpeg: {report['ffmpeg']}",
         f"{'quality':7} {'layout':9} {'compose':>8} {'encode fps':>10} {'full fps':>9} "
         f"{'ffmpeg fps':>10} {'cpu s/s full':>12} {'rss MiB':>8} {'full/enc':>8} "
         f"{'full/ffm':>8}  ok  {'media ms':>8} {'x264 thread ms enc/full':>23}",

@@ -73,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--pipeline, --presets: the project's synthetic cameras, or camera-like texture",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="--pipeline: runs of each case, interleaved; the median counts (default 3)",
+    )
+    parser.add_argument(
         "--sources",
         choices=("top", "simulcast"),
         default="top",
