@@ -411,3 +411,21 @@ def test_the_pipeline_bench_keeps_the_run_of_median_cpu() -> None:
     assert pipeline_bench.median_run([run(3.0), run(1.0), run(9.0)]).cpu_s == 3.0
     assert pipeline_bench.median_run([run(4.0), run(2.0)]).cpu_s == 2.0  # the lower middle
     assert pipeline_bench.median_run([run(5.0)]).cpu_s == 5.0
+
+
+def test_encode_only_encodes_exactly_what_the_full_pipeline_makes(tmp_path: Path) -> None:
+    """The ratio full/encode must charge the full pipeline only for making the frames: fed the
+    frames a run of the full pipeline made (speaker switches and all), encode-only writes a file
+    byte for byte the same as the full pipeline's (one x264 thread is deterministic)."""
+    for case in ("encode", "full"):
+        pipeline_bench.CASES[case](
+            Quality.LOW,
+            LayoutType.SPOTLIGHT,
+            45,
+            tmp_path / f"{case}.mp4",
+            content="synthetic",
+            sources="simulcast",
+        )
+    made = (tmp_path / "full.mp4").read_bytes()
+    assert probe(tmp_path / "full.mp4").video.packets == 45  # type: ignore[union-attr]
+    assert (tmp_path / "encode.mp4").read_bytes() == made

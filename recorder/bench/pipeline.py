@@ -4,8 +4,12 @@ For each quality x layout, on one core, with the benchmark room of `recorder.ben
 participants with 1280x720 cameras, one muted; speech-like microphones):
 
 * **compose**: `recorder.bench.compose.measure` (changing sources) at that layout: ms per frame;
-* **encode**: the encoder alone (x264 + AAC + fragmented MP4) fed pre-composed canvases and
-  pre-mixed audio: the floor any pipeline pays;
+* **encode**: the encoder alone (x264 + AAC + fragmented MP4) fed the very canvases and mixed
+  audio the full pipeline makes, in the same order (made by a run of it before the clock starts,
+  with the encoder replaced by `_Capture`): the floor any pipeline pays for this output. Fed
+  anything else (a cycle of one scene, as until 2026-11-24), x264 does different work: the full
+  pipeline's speaker switches cost x264 up to 9% more in SPOTLIGHT, which was charged to
+  compositing;
 * **full**: the whole offline pipeline (`recorder.media.offline`: timeline, mixer, layouts,
   compositor, encoder) on a virtual clock, fed pre-made source frames;
 * **ffmpeg** (when an `ffmpeg` binary is on the PATH; skipped otherwise): the same composition
@@ -67,9 +71,9 @@ from recorder.media.encoder import (
     X264_SCENECUT,
     Encoder,
     EncoderSettings,
+    EncoderStats,
 )
 from recorder.media.engine import MediaEngine, TickReport
-from recorder.media.mixer import Mixer
 from recorder.media.offline import OFFLINE_PLAYOUT, ScriptedParticipant, ScriptedRoom
 from recorder.media.timeline import Timeline
 from recorder.presets import AUDIO_SAMPLE_RATE_HZ, PRESETS, Mode, Quality
@@ -317,7 +321,7 @@ def bench_scene(
 def composed_canvases(
     quality: Quality, layout: LayoutType, participants: list[ScriptedParticipant]
 ) -> list[av.VideoFrame]:
-    """The room composed once per frame of the cameras' cycle: what encode-only encodes."""
+    """The room composed once per frame of the cameras' cycle (`recorder bench --presets`)."""
     scene = bench_scene(quality, layout, participants)
     prefer_scene(participants, scene)
     compositor = Compositor(bench_settings(quality).canvas)
@@ -341,37 +345,70 @@ class _Timed:
     stages: dict[str, float] | None = None
 
 
+class _Capture:
+    """Stands in for the encoder in a run of the full pipeline made before the clock starts: it
+    keeps every canvas and mixed audio frame it is handed, in order, so that encode-only encodes
+    the very frames the full pipeline encodes (speaker switches, rings and all)."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self.puts: list[tuple[av.VideoFrame | av.AudioFrame, int | None]] = []
+        self.stats = EncoderStats()
+
+    def put_video(self, frame: av.VideoFrame, index: int) -> bool:
+        self.puts.append((frame, index))
+        return True
+
+    def put_audio(self, frame: av.AudioFrame) -> bool:
+        self.puts.append((frame, None))
+        return True
+
+    def close(self) -> EncoderStats:
+        return self.stats
+
+
+def _engine(
+    quality: Quality,
+    layout: LayoutType,
+    participants: list[ScriptedParticipant],
+    encoder: Encoder | _Capture,
+) -> MediaEngine:
+    """The offline pipeline over the bench room, as a recording runs it."""
+    clock = RecordingClock(ManualClock(), encoder.settings.fps)
+    timeline = Timeline(clock, OFFLINE_PLAYOUT)
+    room = ScriptedRoom(participants, timeline)
+
+    def follow_tiles(report: TickReport) -> None:  # the worker's prefer_video_size, in-process
+        if report.tile_sizes is not None:
+            prefer_tiles(participants, report.tile_sizes)
+
+    return MediaEngine(
+        clock=clock,
+        timeline=timeline,
+        roster=room,
+        encoder=encoder,  # type: ignore[arg-type]  # _Capture: the part of Encoder it uses
+        layout=layout_spec(layout),
+        feeder=room.feed_until,
+        on_tick=follow_tiles,
+    )
+
+
 def _encode_case(
     quality: Quality, layout: LayoutType, frames: int, out: Path, *, content: str, sources: str
 ) -> _Timed:
-    participants = bench_room(content, sources)
     settings = bench_settings(quality)
-    canvases = composed_canvases(quality, layout, participants)
-    mixer = Mixer()
-    second = AUDIO_SAMPLE_RATE_HZ
-    voices = {
-        p.audio_feed: np.concatenate(
-            [f.to_ndarray().astype(np.float32) / 32768 for f in p.source.audio_frames(0.0, 1.0)],
-            axis=1,
-        )
-        for p in participants
-        if p.source.audio_format is not None
-    }
-    mixed = np.concatenate(
-        [f.to_ndarray() for f in [*mixer.mix(0, second, voices), *mixer.flush()]], axis=1
+    capture = _Capture(settings)
+    _engine(quality, layout, bench_room(content, sources), capture).run(
+        threading.Event(), frames / settings.fps
     )
-    span = settings.fps
+    encoder = Encoder(out, settings)
     wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
-    with Encoder(out, settings) as encoder:
-        for index in range(frames):
-            encoder.put_video(canvases[index % CYCLE_FRAMES], index)
-            start = index * second // span
-            count = (index + 1) * second // span - start
-            offset = start % second
-            chunk = mixed[:, offset : offset + count]
-            if chunk.shape[1] < count:
-                chunk = np.concatenate([chunk, mixed[:, : count - chunk.shape[1]]], axis=1)
-            encoder.put_audio(chunk, start)
+    with encoder:
+        for frame, index in capture.puts:
+            if index is None:
+                encoder.put_audio(frame)  # type: ignore[arg-type]
+            else:
+                encoder.put_video(frame, index)  # type: ignore[arg-type]
     return _Timed(
         time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - thread
     )
@@ -380,25 +417,8 @@ def _encode_case(
 def _full_case(
     quality: Quality, layout: LayoutType, frames: int, out: Path, *, content: str, sources: str
 ) -> _Timed:
-    participants = bench_room(content, sources)
-
-    def follow_tiles(report: TickReport) -> None:  # the worker's prefer_video_size, in-process
-        if report.tile_sizes is not None:
-            prefer_tiles(participants, report.tile_sizes)
-
     settings = bench_settings(quality)
-    clock = RecordingClock(ManualClock(), settings.fps)
-    timeline = Timeline(clock, OFFLINE_PLAYOUT)
-    room = ScriptedRoom(participants, timeline)
-    engine = MediaEngine(
-        clock=clock,
-        timeline=timeline,
-        roster=room,
-        encoder=Encoder(out, settings),
-        layout=layout_spec(layout),
-        feeder=room.feed_until,
-        on_tick=follow_tiles,
-    )
+    engine = _engine(quality, layout, bench_room(content, sources), Encoder(out, settings))
     wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
     stats = engine.run(threading.Event(), frames / settings.fps)
     wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
