@@ -11,7 +11,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from test_room_helpers import EVENT_TIMEOUT_S, audio_frames, video_frames
 
-from recorder.client.media import RESYNC_AFTER_S, PacedTrack, SwitchableTrack
+from recorder.client.media import RESYNC_AFTER_S, PacedTrack, SendStats, SwitchableTrack
 
 
 class FakeTime:
@@ -50,6 +50,7 @@ async def test_a_pause_reanchors_without_a_burst_and_shifts_timestamps() -> None
     resumed = await track.recv()
     next_one = await track.recv()
     assert track.resyncs == 1
+    assert track.shift_s == pytest.approx(5.0 - 0.02)  # how far its timestamps moved ahead
     # Released at once, then paced again: no catching up on the 5 s missed.
     assert fake.slept[-1] == pytest.approx(0.02)
     # Its timestamps follow the wall clock across the pause, and stay contiguous after it.
@@ -128,3 +129,24 @@ async def test_with_no_source_nothing_is_sent_until_one_is_switched_in() -> None
     output.stop()
     with pytest.raises(MediaStreamError):
         await output.recv()
+
+
+async def test_what_the_sender_took_is_counted_with_its_first_and_last_time() -> None:
+    """A bench compares these with real time: did the sender keep up."""
+    source = Source()
+    output = SwitchableTrack("video")
+    assert output.sent == SendStats()
+    output.switch(source)
+    for pts in (1, 2, 3):
+        source.put(pts)
+        await asyncio.wait_for(output.recv(), EVENT_TIMEOUT_S)
+    sent = output.sent
+    assert sent.frames == 3
+    assert sent.first_s is not None and sent.last_s is not None
+    assert sent.first_s <= sent.last_s
+
+
+def test_send_stats_of_two_periods_merge() -> None:
+    first, second = SendStats(10, 5.0, 6.0), SendStats(4, 8.0, 9.0)
+    assert first.merged(second) == SendStats(14, 5.0, 9.0)
+    assert SendStats().merged(first) == first

@@ -203,9 +203,10 @@ class LiveRun:
     statuses: list[str] = field(default_factory=list)
     worker_status: dict[str, Any] | None = None  # the last `GET /status` before the stop
 
-    def saw(self, status: Status) -> None:
-        """A status as the calling participant received it, timed on arrival."""
-        now = time.monotonic()
+    def saw(self, status: Status, at_s: float | None = None) -> None:
+        """A status as the calling participant received it, timed on arrival (`at_s`: when a
+        participant in another process heard it, on the same CLOCK_MONOTONIC; default now)."""
+        now = time.monotonic() if at_s is None else at_s
         self.statuses.append(str(status))
         if status is Status.STARTED:
             self.started_at_s = now

@@ -2,23 +2,34 @@
 
 The room is `recorder bench --live`'s (the embedded room on 127.0.0.1, cameras at 640x480 and
 30 fps over real WebRTC, GRID at `med`, the worker in its own process measured by `--live`'s
-measuring parent), with one difference: the fourth participant is the clapper
+measuring parent), with two differences. The fourth participant is the clapper
 (`recorder.testing.clapper`: a flash and a beep together once a second) and the other three
 send steady tones of their own, so that the A/V offset can be read from the file at its start and
-at its end. Figures, for the worker process:
+at its end. And every publisher runs in its own process (`recorder.bench.publisher`, joined in
+order, always taken down with bounded waits): four aiortc encoders in the bench's one interpreter
+could not keep real time, their paced sources fell behind and re-anchored their own pts, and the
+offset then moved with the *senders*. Each publisher reports, per track, the frames its sender
+took against the real-time count and its source's re-anchors and pts shift. Figures, for the
+worker process:
 
 * **RSS over time** (sampled by the measuring parent every 0.1 s, reported once a minute or, for
   short runs, ten times), and its growth from just after the warm-up (`WARM_UP_S`, or a fifth of
   a short run) to the end: the median of the first `RSS_WINDOW_FRACTION` of the measured span
   against the median of the last;
 * **A/V offset** (audio minus video, seconds and frames) as the median over the claps of the first
-  and the last `SYNC_WINDOW_S` of the file, and its drift per hour;
+  and the last `SYNC_WINDOW_S` of the file, and its drift per hour. It is the recorder's only if
+  the clapper kept real time (no re-anchor, >= 98 % of real-time frames): otherwise the table says
+  it is not attributable and the target is not counted as met. Tones that fell behind are
+  reported as load (their frames carry no clap);
 * **dropped frames**: pts gaps in the file plus ticks the worker was too late to compose;
-* **the file's duration against wall time** from RECORDING_STARTED to RECORDING_STOPPING.
+* **the file's duration against wall time** from RECORDING_STARTED to RECORDING_STOPPING;
+* **the publishers**: each one's report (`publishers`), who did not keep real time.
 
 Targets (issue 7): RSS growth < 10 % after warm-up, A/V drift < 1 frame per hour, duration error
 < 0.1 %. A short run (CI runs 20 s) tests the bench, not the targets: drift and growth need
-minutes to mean anything.
+minutes to mean anything. What the recorder's timeline does with a sender whose clock is skewed
+(which a run on one machine cannot show) is studied without a network by
+`recorder.testing.clock_skew` (docs/reliability.md, "Long runs").
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from recorder.bench.live import (
     local_output,
     measuring_command,
 )
+from recorder.bench.publisher import PublisherProcess, publishing
 
 HELP = "record a live 4-participant room for minutes (--minutes); RSS, A/V drift, duration"
 
@@ -65,19 +77,23 @@ TARGET_DURATION_ERROR = 0.001
 CLAPPER_NAME = "Clapper"
 BYTES_PER_MB = 1_000_000
 SECONDS_PER_HOUR = 3600.0
+# Publishers leave on their own this long after the recording was due to end, should the bench
+# hang without closing their input: every bounded wait of the run fits in it.
+PUBLISHER_SPARE_S = 300.0
 
 
 async def _record(
-    seconds: float, output_dir: Path, report_path: Path, publisher_resyncs: dict[str, int]
-) -> LiveRun:
-    """The live bench's room with a clapper, recorded for `seconds` (its `_record`, reshaped).
+    seconds: float, output_dir: Path, report_path: Path
+) -> tuple[LiveRun, list[PublisherProcess]]:
+    """The live bench's room with a clapper, recorded for `seconds`; the publishers, each in its
+    own process (`recorder.bench.publisher`), have their reports on `.report` afterwards.
 
-    `publisher_resyncs` receives, per track, how often a publisher fell more than
-    `RESYNC_AFTER_S` behind and re-anchored (its pts jump: the sender's own A/V shift, which
-    the recorder then faithfully records); on a loaded machine that is where offsets move.
+    The first publisher starts and stops the recording and relays the statuses it hears, timed
+    on CLOCK_MONOTONIC where it heard them.
     """
     import aiohttp  # noqa: PLC0415
 
+    from recorder.bench.publisher import CLAPPER_SOURCE, TONE_SOURCE_PREFIX  # noqa: PLC0415
     from recorder.demo import (  # noqa: PLC0415
         DemoOptions,
         free_loopback_port,
@@ -86,66 +102,74 @@ async def _record(
         worker_with_control,
     )
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
+    from recorder.lifecycle import Status  # noqa: PLC0415
     from recorder.storage.from_env import OUTPUT_DIR_ENV_VAR  # noqa: PLC0415
-    from recorder.testing.clapper import clapper_participant  # noqa: PLC0415
-    from recorder.testing.sources import AudioFormat, VideoFormat, synthetic_participant  # noqa: PLC0415
 
-    camera = VideoFormat(*LIVE_CAMERA_SIZE, fps=LIVE_CAMERA_FPS)
-    sources = [
-        synthetic_participant(index, f"Tone {index}", camera, AudioFormat())
-        for index in range(1, LIVE_PARTICIPANTS)
-    ] + [clapper_participant(CLAPPER_NAME, camera)]
+    publishers = [
+        (f"Tone {index}", f"{TONE_SOURCE_PREFIX}{index}") for index in range(1, LIVE_PARTICIPANTS)
+    ] + [(CLAPPER_NAME, CLAPPER_SOURCE)]
     control_port = free_loopback_port()
     command = measuring_command(report_path, list(worker_with_control(control_port)))
-    async with RoomServer(worker_command=command) as server:
-        room = []
-        tracks: dict[str, Any] = {}
-        try:
-            await _join_publishing(server.url, sources, room, tracks)
-            caller = room[0]
-            changed = asyncio.Event()
-            run = LiveRun(requested_at_s=time.monotonic())
+    async with (
+        RoomServer(worker_command=command) as server,
+        publishing(server.url, publishers, seconds + PUBLISHER_SPARE_S) as room,
+    ):
+        caller = room[0]
+        changed = asyncio.Event()
+        run = LiveRun(requested_at_s=time.monotonic())
 
-            def on_status(state: Any) -> None:
-                run.saw(state.status)
-                changed.set()
+        def on_status(status: str, at_s: float) -> None:
+            run.saw(Status(status), at_s)
+            changed.set()
 
-            caller.on_recording_state_changed = on_status
-            recording_id = await caller.start_recording(
-                config={"layout": {"type": LIVE_LAYOUT}, "quality": LIVE_QUALITY}
-            )
-            await _until(lambda: run.started_at_s is not None or run.final_status is not None,
-                         changed, STARTED_TIMEOUT_S)  # fmt: skip
-            if run.started_at_s is not None:
-                await _until(lambda: run.final_status is not None, changed, seconds)
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
-                if run.final_status is None:
-                    await caller.stop_recording()
-            await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
-            media, _ = storage_locations(
-                recording_id, DemoOptions(), {OUTPUT_DIR_ENV_VAR: str(output_dir)}
-            )
-            run.media_path = media
-            return run
-        finally:
-            publisher_resyncs.update({name: t.resyncs for name, t in tracks.items()})
-            await asyncio.gather(*(p.leave() for p in room), return_exceptions=True)
+        caller.on_status = on_status
+        recording_id = await caller.start_recording(
+            {"layout": {"type": LIVE_LAYOUT}, "quality": LIVE_QUALITY}
+        )
+        await _until(lambda: run.started_at_s is not None or run.final_status is not None,
+                     changed, STARTED_TIMEOUT_S)  # fmt: skip
+        if run.started_at_s is not None:
+            await _until(lambda: run.final_status is not None, changed, seconds)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
+            if run.final_status is None:
+                await caller.stop_recording()
+        await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
+        media, _ = storage_locations(
+            recording_id, DemoOptions(), {OUTPUT_DIR_ENV_VAR: str(output_dir)}
+        )
+        run.media_path = media
+    return run, room
 
 
-async def _join_publishing(
-    url: str, sources: list[Any], room: list[Any], tracks: dict[str, Any]
-) -> None:
-    """Each source joins and publishes its camera and microphone; `room` and `tracks` fill."""
-    from recorder.client import join  # noqa: PLC0415
-    from recorder.client.media import paced_tracks  # noqa: PLC0415
-
-    for source in sources:
-        participant = await join(url, source.name)
-        room.append(participant)
-        for kind, track in paced_tracks(source).items():
-            tracks[f"{source.name}/{kind}"] = track
-            await participant.publish(kind, track)
+def publisher_figures(room: list[PublisherProcess]) -> dict[str, Any]:
+    """Per publisher: its report (`PublisherReport.to_json`), or why there is none; which did not
+    keep real time; and whether the A/V drift is the recorder's: the clapper's own pts must not
+    have moved (a paced source that fell behind re-anchors, shifting that track alone). A tone
+    that lost frames changes nothing in the clapper's offset; it is reported as load."""
+    reports: dict[str, Any] = {}
+    resyncs: dict[str, int | None] = {}
+    behind: list[str] = []
+    clapper_kept_time = False
+    for process in room:
+        report = process.report
+        if report is None:
+            reports[process.name] = {"kept_real_time": False, "error": "no report"}
+            resyncs.update({f"{process.name}/{kind}": None for kind in ("audio", "camera")})
+            behind.append(process.name)
+            continue
+        reports[process.name] = report.to_json()
+        resyncs.update({f"{process.name}/{k}": t.resyncs for k, t in report.tracks.items()})
+        if not report.kept_real_time:
+            behind.append(process.name)
+        if process.name == CLAPPER_NAME:
+            clapper_kept_time = report.kept_real_time
+    return {
+        "publishers": reports,
+        "publisher_resyncs": resyncs,
+        "publishers_behind": behind,
+        "av_drift_attributable": clapper_kept_time,
+    }
 
 
 def clapper_region(canvas_width: int, canvas_height: int) -> Any:
@@ -232,23 +256,35 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         workdir = Path(folder)
         report_path, output_dir = workdir / "worker.json", workdir / "recordings"
         began = time.monotonic()
-        resyncs: dict[str, int] = {}
         with local_output(output_dir):
-            live = asyncio.run(_record(seconds, output_dir, report_path, resyncs))
+            live, room = asyncio.run(_record(seconds, output_dir, report_path))
         if not report_path.exists() or live.started_at_s is None or live.stopping_at_s is None:
             raise RuntimeError(f"the soak did not record (statuses: {live.statuses})")
         worker = ProcessReport(**json.loads(report_path.read_text(encoding="utf-8")))
         media = Path(live.media_path) if live.media_path else None
         if media is None or not media.exists():
             raise RuntimeError(f"the soak left no file (statuses: {live.statuses})")
-        report = summarise(live, worker, media, workdir, time.monotonic() - began)
-        report["figures"]["publisher_resyncs"] = resyncs
-        return report
+        return summarise(
+            live,
+            worker,
+            media,
+            workdir,
+            time.monotonic() - began,
+            publishers=publisher_figures(room),
+        )
 
 
 def summarise(
-    live: LiveRun, worker: ProcessReport, media: Path, workdir: Path, bench_wall_s: float
+    live: LiveRun,
+    worker: ProcessReport,
+    media: Path,
+    workdir: Path,
+    bench_wall_s: float,
+    *,
+    publishers: dict[str, Any],
 ) -> dict[str, Any]:
+    """The figures, the targets and whether each is met. The A/V drift counts as met only when
+    the clapper kept real time (`publisher_figures`): otherwise its own shifts are in it."""
     from recorder.inspect import probe  # noqa: PLC0415
 
     if live.started_at_s is None or live.stopping_at_s is None:
@@ -290,17 +326,20 @@ def summarise(
         "encoder_queue_drops": drops.get("encoderQueue") if isinstance(drops, dict) else None,
         "peak_rss_mb": round(worker.peak_rss_bytes / BYTES_PER_MB, 1),
         **rss,
+        **publishers,
     }
     met = {
         "rss_growth": rss["rss_growth"] is not None and rss["rss_growth"] < TARGET_RSS_GROWTH,
-        "av_drift": drift is not None and abs(drift) < TARGET_DRIFT_FRAMES_PER_HOUR,
+        "av_drift": drift is not None
+        and abs(drift) < TARGET_DRIFT_FRAMES_PER_HOUR
+        and publishers["av_drift_attributable"],
         "duration": duration_error is not None and duration_error < TARGET_DURATION_ERROR,
     }
     return {
         "room": (
             f"{LIVE_PARTICIPANTS} participants (3 tones and the clapper), "
             f"{LIVE_CAMERA_SIZE[0]}x{LIVE_CAMERA_SIZE[1]} at {LIVE_CAMERA_FPS} fps over WebRTC "
-            f"on 127.0.0.1; {LIVE_LAYOUT} at {LIVE_QUALITY}"
+            f"on 127.0.0.1, each publisher in its own process; {LIVE_LAYOUT} at {LIVE_QUALITY}"
         ),
         "statuses": live.statuses,
         "worker_exit_code": worker.exit_code,
@@ -323,22 +362,39 @@ def format_table(report: dict[str, Any]) -> str:
     def mark(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
-    return "\n".join(
-        [
-            f"soak: {report['room']}; statuses {' > '.join(report['statuses'])}",
-            f"  recorded {figures['recorded_wall_s']} s wall, file {figures['file_duration_s']} s: "
-            f"error {figures['duration_error']} (target < {targets['duration_error']}) "
-            f"{mark(met['duration'])}",
-            f"  A/V offset start {figures['av_offset_start_s']} s, end "
-            f"{figures['av_offset_end_s']} s (claps {figures['claps_read']}): drift "
-            f"{figures['av_drift_frames_per_hour']} frames/hour (target < "
-            f"{targets['av_drift_frames_per_hour']}) {mark(met['av_drift'])}",
-            f"  RSS after warm-up ({figures['warm_up_s']} s) {figures['rss_mb_after_warm_up']} MB,"
-            f" at the end {figures['rss_mb_at_end']} MB: growth {figures['rss_growth']} (target < "
-            f"{targets['rss_growth']}) {mark(met['rss_growth'])}; peak {figures['peak_rss_mb']} MB",
-            f"  RSS over time (s, MB): {figures['rss_mb_over_time']}",
-            f"  frames missed in the file {figures['frames_missed_in_file']}, late ticks "
-            f"{figures['late_ticks']}, encoder queue drops {figures['encoder_queue_drops']}",
-            f"  publisher re-anchors (fell > 0.25 s behind): {figures.get('publisher_resyncs')}",
+    behind = figures.get("publishers_behind") or []
+    drift_note = f" {mark(met['av_drift'])}"
+    if not figures.get("av_drift_attributable"):
+        drift_note = " NOT ATTRIBUTABLE to the recorder: the clapper did not keep real time"
+    elif behind:
+        drift_note += f" (publishers behind, as load only: {', '.join(behind)})"
+    lines = [
+        f"soak: {report['room']}; statuses {' > '.join(report['statuses'])}",
+        f"  recorded {figures['recorded_wall_s']} s wall, file {figures['file_duration_s']} s: "
+        f"error {figures['duration_error']} (target < {targets['duration_error']}) "
+        f"{mark(met['duration'])}",
+        f"  A/V offset start {figures['av_offset_start_s']} s, end "
+        f"{figures['av_offset_end_s']} s (claps {figures['claps_read']}): drift "
+        f"{figures['av_drift_frames_per_hour']} frames/hour (target < "
+        f"{targets['av_drift_frames_per_hour']}){drift_note}",
+        f"  RSS after warm-up ({figures['warm_up_s']} s) {figures['rss_mb_after_warm_up']} MB,"
+        f" at the end {figures['rss_mb_at_end']} MB: growth {figures['rss_growth']} (target < "
+        f"{targets['rss_growth']}) {mark(met['rss_growth'])}; peak {figures['peak_rss_mb']} MB",
+        f"  RSS over time (s, MB): {figures['rss_mb_over_time']}",
+        f"  frames missed in the file {figures['frames_missed_in_file']}, late ticks "
+        f"{figures['late_ticks']}, encoder queue drops {figures['encoder_queue_drops']}",
+        "  publishers (own processes; frames their senders took / real time, re-anchors of the "
+        "paced source, their pts shift):",
+    ]
+    for name, publisher in (figures.get("publishers") or {}).items():
+        tracks = publisher.get("tracks") or {}
+        parts = [
+            f"{kind} {t['real_time']:.1%} ({t['frames']}/{t['expected_frames']}), "
+            f"{t['resyncs']} re-anchors, {t['shift_s']:+.3f} s"
+            for kind, t in tracks.items()
         ]
-    )
+        state = "kept real time" if publisher.get("kept_real_time") else "BEHIND"
+        detail = "; ".join(parts) if parts else publisher.get("error", "no tracks")
+        cpu = publisher.get("cpu_s_per_s")
+        lines.append(f"    {name}: {detail}; CPU {cpu} s/s: {state}")
+    return "\n".join(lines)

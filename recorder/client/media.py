@@ -5,7 +5,10 @@ Test participants publish the project's synthetic sources (`recorder/testing/`),
 each frame when its time comes on a monotonic clock, as a camera or microphone would. When nobody
 has read it for a while (the microphone was muted, the camera was off: the sender sent nothing),
 it re-anchors instead of catching up, so it never bursts; its output timestamps follow the wall
-clock across such pauses, so the receiver sees a gap in time, not a jump back.
+clock across such pauses, so the receiver sees a gap in time, not a jump back. A process too busy
+to keep real time looks the same to it (it is read late): each such re-anchor moves that track's
+timestamps ahead on their own (`PacedTrack.shift_s`), which shifts the sender's own lip-sync, so
+benches count them (`resyncs`) and what the senders took (`SwitchableTrack.sent`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -50,6 +54,11 @@ class PacedTrack(MediaStreamTrack):
         self._shift_s = 0.0  # how far output time is ahead of source time (pauses)
         self.resyncs = 0
 
+    @property
+    def shift_s(self) -> float:
+        """How far the re-anchors moved this track's timestamps ahead of its source's, so far."""
+        return self._shift_s
+
     async def recv(self) -> Frame:
         if self.readyState != "live":
             raise MediaStreamError
@@ -76,6 +85,26 @@ class PacedTrack(MediaStreamTrack):
         return frame
 
 
+@dataclass(frozen=True, slots=True)
+class SendStats:
+    """Frames a sender took from its track, and when it took the first and the last
+    (`time.monotonic`); None before the first."""
+
+    frames: int = 0
+    first_s: float | None = None
+    last_s: float | None = None
+
+    def merged(self, other: SendStats) -> SendStats:
+        """Both periods' frames, from the earlier first to the later last."""
+        firsts = [t for t in (self.first_s, other.first_s) if t is not None]
+        lasts = [t for t in (self.last_s, other.last_s) if t is not None]
+        return SendStats(
+            self.frames + other.frames,
+            min(firsts) if firsts else None,
+            max(lasts) if lasts else None,
+        )
+
+
 def paced_tracks(source: ParticipantSource) -> dict[TrackKind, PacedTrack]:
     """A test participant's (`recorder.testing`) audio and camera as live tracks, with no end."""
     tracks: dict[TrackKind, PacedTrack] = {}
@@ -100,6 +129,7 @@ class SwitchableTrack(MediaStreamTrack):
         self.kind = kind
         self._source: MediaStreamTrack | None = None
         self._switched = asyncio.Event()
+        self.sent = SendStats()  # what the sender (its encoder) took: one frame per `recv`
 
     def switch(self, source: MediaStreamTrack | None) -> None:
         """Send `source` from now on (None: nothing)."""
@@ -123,8 +153,13 @@ class SwitchableTrack(MediaStreamTrack):
                     reading.cancel()
             if reading.done() and not reading.cancelled():
                 try:
-                    return reading.result()
+                    frame = reading.result()
                 except MediaStreamError:
                     if self._source is source:
                         self._source = None  # the source ended: send nothing until switched
+                    continue
+                now = time.monotonic()
+                first_s = now if self.sent.first_s is None else self.sent.first_s
+                self.sent = SendStats(self.sent.frames + 1, first_s, now)
+                return frame
         raise MediaStreamError

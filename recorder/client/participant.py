@@ -23,7 +23,7 @@ from aiortc import RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer, MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
-from recorder.client.media import SwitchableTrack
+from recorder.client.media import SendStats, SwitchableTrack
 from recorder.embedded_room.channel import SignallingChannel
 from recorder.embedded_room.ice import LoopbackPeerConnection
 from recorder.embedded_room.protocol import DEFAULT_ROOM_ID, Role
@@ -92,6 +92,7 @@ class RoomParticipant:
         self._camera_on = True
         self._relay = MediaRelay()
         self._links: dict[str, _RecorderLink] = {}
+        self._sent_before: dict[TrackKind, SendStats] = {}  # by links that are gone
         self._lock = asyncio.Lock()  # media changes and recorder (dis)connections, one at a time
         self._joined = asyncio.Event()
         self._players: list[MediaPlayer] = []
@@ -211,6 +212,15 @@ class RoomParticipant:
     async def unpin(self, participant_id: str) -> None:
         await self._request("unpin", participantId=participant_id)
 
+    def sent(self) -> dict[TrackKind, SendStats]:
+        """What this participant's senders took from its tracks so far, per kind, summed over
+        every recorder it has sent to (a bench has one: "did the sender keep real time")."""
+        totals = dict(self._sent_before)
+        for link in self._links.values():
+            for kind, output in link.outputs.items():
+                totals[kind] = totals.get(kind, SendStats()).merged(output.sent)
+        return {kind: stats for kind, stats in totals.items() if stats.frames}
+
     @property
     def peer_connections(self) -> dict[str, LoopbackPeerConnection]:
         """This participant's media connections, by recorder id (for stats and inspection)."""
@@ -303,8 +313,9 @@ class RoomParticipant:
             return
         for _source, proxy in link.sent.values():
             proxy.stop()
-        for output in link.outputs.values():
+        for kind, output in link.outputs.items():
             output.stop()
+            self._sent_before[kind] = self._sent_before.get(kind, SendStats()).merged(output.sent)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(link.peer.close(), PEER_CLOSE_TIMEOUT_S)
 
