@@ -82,7 +82,7 @@ from recorder.roster import RoomRoster, UnknownParticipantError
 from recorder.storage.delivery import DeliveredRecording, RecordingDelivery
 from recorder.storage.from_env import sink_from_env
 from recorder.storage.keys import DeliveryTarget
-from recorder.storage.manifest import ManifestBuilder
+from recorder.storage.manifest import LayoutChangeEntry, ManifestBuilder
 from recorder.storage.spool import SpoolProgress
 
 if TYPE_CHECKING:  # imported when first used, after the media started (start latency)
@@ -316,7 +316,12 @@ class Recording:
         return self.request_stop(StopReason.CONTROL)
 
     def change_layout(self, body: object) -> dict[str, Any]:
-        """Apply a `POST /layout` body, all or nothing; `LayoutChangeError` naming bad fields."""
+        """Apply a `POST /layout` body, all or nothing; `LayoutChangeError` naming bad fields.
+
+        An applied change goes into the manifest's `layoutChanges` at its time on the recording
+        clock (a pin's: the time the roster gave its `pinned` interval), so that the manifest
+        tells what the file shows from when.
+        """
         change = parse_layout_change(body, self.job, self._config)
         present = {participant.id for participant in self.roster.present()}
         problems = [
@@ -326,11 +331,12 @@ class Recording:
         ]
         if problems:
             raise LayoutChangeError(problems)
+        at_s: float | None = None
         try:
             if change.unpin is not None:
-                self.roster.set_pinned(change.unpin, False)
+                at_s = self.roster.set_pinned(change.unpin, False)
             if change.pin is not None:
-                self.roster.set_pinned(change.pin, True)
+                at_s = self.roster.set_pinned(change.pin, True)
         except UnknownParticipantError as error:  # left between the check and now
             raise LayoutChangeError([f"pin: {error.args[0]!r} left the room"]) from None
         if change.config is not None:
@@ -338,6 +344,11 @@ class Recording:
             if self.engine is not None:
                 self.engine.set_layout(change.config.layout_spec())
             log.info("layout is now %s", change.config.layout_spec())
+        if at_s is None:
+            at_s = self._change_time_s()
+        self.manifest.layout_changed(
+            LayoutChangeEntry.applied(at_s, change.config, pin=change.pin, unpin=change.unpin)
+        )
         return {
             "layout": self._config.layout.model_dump(mode="json", by_alias=True),
             "theme": str(self._config.theme),
@@ -680,6 +691,16 @@ class Recording:
             f"{'-' if stored_s is None else f'{stored_s:.2f} s'}; webhooks {webhooks}; "
             f"room told {len(self.announcer.announced)} statuses{kept}"
         )
+
+    def _change_time_s(self) -> float:
+        """The recording time a layout change applies from: the clock's now, never below 0.
+
+        The clock starts (tick 0, the file's time 0) before the control endpoint listens, so a
+        change made before RECORDING_STARTED still has its own time: frames from tick 0 are in
+        the file already (STARTED only says they are durable), and the old layout is what they
+        show until then. Only a recording never run (no clock) gives 0.
+        """
+        return max(0.0, self.clock.now_s()) if self.clock.started else 0.0
 
     def _elapsed_s(self) -> float:
         if self._media_stats is not None:

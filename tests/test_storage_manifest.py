@@ -1,4 +1,5 @@
-"""The manifest (CONTRACT.md §5): ids, times, config as applied, output, timeline, no secrets."""
+"""The manifest (CONTRACT.md §5): ids, times, config, layout changes, output, timeline, no
+secrets."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from recorder.job import Job, validate_job
+from recorder.layout_change import parse_layout_change
 from recorder.lifecycle import RecordingIds, StopReason
 from recorder.storage.manifest import (
     MANIFEST_VERSION,
+    LayoutChangeEntry,
     ManifestBuilder,
     TimelineKind,
     recovered_manifest,
@@ -80,6 +83,7 @@ def test_the_final_manifest_holds_ids_times_config_and_output() -> None:
         "bitrateBps": 4_500_000,
     }
     assert output["audio"] == {"codec": "aac", "sampleRateHz": 48_000, "bitrateBps": 160_000}
+    assert document["layoutChanges"] == []  # nothing changed: an empty list, not a missing one
 
 
 def test_no_secret_reaches_the_manifest() -> None:
@@ -137,6 +141,39 @@ def test_the_timeline_records_intervals_and_closes_them_at_the_end() -> None:
     }
 
 
+def test_layout_changes_are_kept_in_order_with_the_config_as_applied() -> None:
+    manifest = builder()
+    manifest.recording_started(T0)
+    manifest.participant_joined("p1", "Ann", 0.0)
+    asked = job()
+    switched = parse_layout_change(
+        {"layout": {"type": "grid", "gridSize": 2}, "theme": "light"}, asked, asked.config
+    ).config
+    assert switched is not None
+    manifest.layout_changed(LayoutChangeEntry.applied(3.21049, switched))
+    manifest.mark("p1", TimelineKind.PINNED, True, 4.5)
+    manifest.layout_changed(LayoutChangeEntry.applied(4.5, None, pin="p1"))
+    themed = parse_layout_change({"theme": "dark"}, asked, switched).config
+    manifest.layout_changed(LayoutChangeEntry.applied(6.0, themed, unpin="p1"))
+    manifest.mark("p1", TimelineKind.PINNED, False, 6.0)
+
+    document = manifest.build(stopped_at=T0 + timedelta(seconds=10))
+    grid = {"type": "GRID", "priority": "SPEAKER", "gridSize": 2}
+    assert document["layoutChanges"] == [
+        # Milliseconds, like the timeline; both layout and theme as applied after the change.
+        {"atS": 3.21, "layout": grid, "theme": "LIGHT", "pin": None, "unpin": None},
+        {"atS": 4.5, "layout": None, "theme": None, "pin": "p1", "unpin": None},
+        {"atS": 6.0, "layout": grid, "theme": "DARK", "pin": None, "unpin": "p1"},
+    ]
+    # `config` stays what the job asked for; the pins are in the timeline as well.
+    assert document["config"]["layout"]["type"] == "SPOTLIGHT"
+    assert document["config"]["theme"] == "DEFAULT"
+    assert document["participants"][0]["pinned"] == [[4.5, 6.0]]
+    assert json.loads(json.dumps(document)) == document  # plain JSON, no shared dicts
+    document["layoutChanges"][0]["layout"]["gridSize"] = 4
+    assert manifest.build()["layoutChanges"][0]["layout"]["gridSize"] == 2
+
+
 def test_stored_media_facts_are_added_after_storage() -> None:
     document = builder().build(stopped_at=T0)
     media = StoredObject(
@@ -159,6 +196,7 @@ def test_recovered_manifests_complete_a_draft_and_keep_a_final_one() -> None:
     manifest = builder()
     manifest.recording_started(T0)
     manifest.participant_joined("p1", "Ann", 0.0)
+    manifest.layout_changed(LayoutChangeEntry.applied(1.5, None, pin="p1"))
     died_at = T0 + timedelta(seconds=42)
     recovered = recovered_manifest(
         manifest.build(),
@@ -170,6 +208,9 @@ def test_recovered_manifests_complete_a_draft_and_keep_a_final_one() -> None:
     assert recovered["recovered"] is True
     assert recovered["stoppedAt"] == "2026-11-24T14:00:42.000Z"
     assert recovered["durationS"] == 42.0
+    assert recovered["layoutChanges"] == [
+        {"atS": 1.5, "layout": None, "theme": None, "pin": "p1", "unpin": None}
+    ]
     final = manifest.build(stopped_at=T0 + timedelta(seconds=30))
     kept = recovered_manifest(
         final,
@@ -184,3 +225,4 @@ def test_recovered_manifests_complete_a_draft_and_keep_a_final_one() -> None:
     )
     assert bare["recordingId"] == "r" and bare["output"]["key"] == "p/r.mp4"
     assert bare["recovered"] is True and bare["startedAt"] is None
+    assert bare["layoutChanges"] == [] and bare["participants"] == []

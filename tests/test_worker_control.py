@@ -2,21 +2,29 @@
 
 `recorder run --control-port 0` prints `control: http://127.0.0.1:PORT`; the tests talk HTTP to it
 while the recording runs in the embedded room (one participant without media, so that there is
-someone to pin), and check that what the endpoint changes shows in the file and the manifest.
+someone to pin), and check that what the endpoint changes shows in the file and the manifest
+(`layoutChanges`, also when the run fails at the store and `recorder upload` delivers it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from live_helpers import frames_at
+from servers import S3Env
 from worker_helpers import (
+    FINISHED_TIMEOUT_S,
+    POLL_INTERVAL_S,
+    FlakyS3Proxy,
     WorkerProcess,
+    is_upload_part,
     reap_workers,  # noqa: F401 - autouse fixture
     room_job,
     worker_env,
@@ -28,6 +36,7 @@ from recorder.client import join
 from recorder.embedded_room.server import RoomServer
 from recorder.errors import ExitCode
 from recorder.inspect import region_colour
+from recorder.storage.sidecar import sidecar_path
 
 STARTED_LOG = "RECORDING_STARTED"
 NO_EMPTY_ROOM_STOP = {"emptyRoomTimeoutSec": 0}
@@ -40,6 +49,7 @@ LAYOUT_SHOWS_S = 0.5
 AFTER_SWITCH_S = 0.5  # recorded past the moment the switch must show, before the stop
 STATUS_WAIT_S = 10.0  # bound on waiting for the recording's clock to reach a time
 TOKEN = "control-token-for-tests"
+SIDECAR_WAIT_S = 20.0  # bound on the stop writing the final manifest into the sidecar
 
 
 async def _json(
@@ -127,14 +137,16 @@ async def test_the_control_endpoint_reports_steers_and_stops_the_recording(tmp_p
                 code, answer = await _json(http, "POST", f"{url}/layout", raw=b"{not json")
                 assert (code, answer["fields"]) == (400, ["body"])
 
-                # A layout and theme switch, then a pin for this recording.
+                # A layout and theme switch, then a pin for this recording, between two readings
+                # of the recording's clock (the manifest's times are on it).
+                code, status = await _json(http, "GET", f"{url}/status")
+                before_changes_s = status["elapsedS"]
                 code, applied = await _json(
                     http,
                     "POST",
                     f"{url}/layout",
                     {"layout": {"type": "spotlight"}, "theme": "light"},
                 )
-                switched_wall = time.time()
                 assert code == 200
                 assert applied["layout"] == {
                     "type": "SPOTLIGHT",
@@ -147,6 +159,7 @@ async def test_the_control_endpoint_reports_steers_and_stops_the_recording(tmp_p
                 code, status = await _json(http, "GET", f"{url}/status")
                 assert status["layout"]["type"] == "SPOTLIGHT" and status["theme"] == "LIGHT"
                 assert status["participants"][0]["pinned"] is True
+                after_changes_s = status["elapsedS"]
                 # Record a while in the new layout, so that the file shows it.
                 shown_until_s = status["elapsedS"] + LAYOUT_SHOWS_S + AFTER_SWITCH_S
                 deadline = time.monotonic() + STATUS_WAIT_S
@@ -168,10 +181,23 @@ async def test_the_control_endpoint_reports_steers_and_stops_the_recording(tmp_p
     (person,) = manifest["participants"]
     (pinned,) = person["pinned"]
     assert pinned[1] == manifest["durationS"]
-    # The theme switch is in the file: the canvas colour before it, the new one after.
-    started = datetime.fromisoformat(manifest["startedAt"].replace("Z", "+00:00")).timestamp()
-    switch_s = switched_wall - started
-    before, after = 0.2, switch_s + LAYOUT_SHOWS_S
+    # The two applied changes, not the refused ones, at their times on the recording clock;
+    # `config` stays what the job asked for.
+    switch, pin = manifest["layoutChanges"]
+    assert switch == {
+        "atS": switch["atS"],
+        "layout": {"type": "SPOTLIGHT", "priority": "SPEAKER", "gridSize": 4},
+        "theme": "LIGHT",
+        "pin": None,
+        "unpin": None,
+    }
+    assert pin == {"atS": pinned[0], "layout": None, "theme": None, "pin": eve.id, "unpin": None}
+    assert before_changes_s <= switch["atS"] <= pin["atS"] <= after_changes_s
+    assert manifest["config"]["layout"]["type"] == "GRID"
+    assert manifest["config"]["theme"] == "DEFAULT"
+    # The theme switch is in the file where the manifest says: the canvas colour before it, the
+    # new one after.
+    before, after = 0.2, switch["atS"] + LAYOUT_SHOWS_S
     sampled = frames_at(media, [before, after])
     assert _close_to(
         region_colour(sampled[before], CORNER), theme_colors(Theme.DEFAULT).canvas_background
@@ -212,8 +238,103 @@ async def test_a_control_token_is_required_when_set_and_exposing_needs_one(tmp_p
                         assert response.headers["WWW-Authenticate"] == "Bearer"
             async with http.get(f"{url}/status", headers=good) as response:
                 assert response.status == 200
-                assert (await response.json())["state"] == "RECORDING_STARTED"  # never stopped
+                status = await response.json()
+                assert status["state"] == "RECORDING_STARTED"  # never stopped
             async with http.post(f"{url}/stop", headers=good) as response:
                 assert response.status == 202
         result = await worker.finish()
     assert result.returncode == ExitCode.OK, result.stderr
+    # The refused (unauthenticated) layout requests changed nothing, and the manifest says so.
+    manifest = json.loads((tmp_path / "out" / f"{status['recordingId']}.json").read_text())
+    assert manifest["layoutChanges"] == []
+
+
+def _final_sidecar(spool_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The spool and the manifest its sidecar holds, once that is the final one (`stoppedAt`
+    set: the stop writes it before storing anything); None before."""
+    for spool in spool_dir.glob("*.mp4"):
+        if sidecar_path(spool).exists():
+            manifest = json.loads(sidecar_path(spool).read_bytes())["manifest"]
+            if manifest.get("stoppedAt") is not None:
+                return spool, manifest
+    return None
+
+
+async def _final_sidecar_manifest(spool_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """`_final_sidecar`, waited for (bounded by `SIDECAR_WAIT_S`)."""
+    deadline = time.monotonic() + SIDECAR_WAIT_S
+    while (found := _final_sidecar(spool_dir)) is None:
+        assert time.monotonic() < deadline, "no final manifest in a sidecar"
+        await asyncio.sleep(POLL_INTERVAL_S)
+    return found
+
+
+async def test_layout_changes_reach_the_manifest_recorder_upload_delivers(
+    tmp_path: Path, s3_env: S3Env
+) -> None:
+    """The store refuses the media at the stop (503 on every part); the second SIGTERM ends the
+    run FAILED with the spool and its sidecar kept; `recorder upload` later stores it with the
+    manifest the sidecar holds, layout changes and all."""
+    env = worker_env(tmp_path, RECORDER_S3_BUCKET=s3_env.bucket)
+    proxy = FlakyS3Proxy(s3_env.server.endpoint, fail_first=10_000, matching=is_upload_part)
+    try:
+        async with RoomServer() as server:
+            eve = await join(server.url, "Eve")
+            try:
+                job = room_job(
+                    server, awsDirPath="kept", config={"quality": "low"}, limits=NO_EMPTY_ROOM_STOP
+                )
+                worker = await WorkerProcess.launch(
+                    job, {**env, "AWS_ENDPOINT_URL_S3": await proxy.start()}, "--control-port", "0"
+                )
+                url = await worker.control_url()
+                await worker.wait_for_log(STARTED_LOG)
+                async with aiohttp.ClientSession() as http:
+                    _, status = await _json(http, "GET", f"{url}/status")
+                    before_changes_s = status["elapsedS"]
+                    for body in (
+                        {"layout": {"type": "sidebar", "gridSize": 2}, "pin": eve.id},
+                        {"theme": "dark", "unpin": eve.id},
+                    ):
+                        code, answer = await _json(http, "POST", f"{url}/layout", body)
+                        assert code == 200, answer
+                    _, status = await _json(http, "GET", f"{url}/status")
+                    after_changes_s = status["elapsedS"]
+                worker.signal(signal.SIGTERM)
+                spool, in_sidecar = await _final_sidecar_manifest(tmp_path / "spool")
+                worker.signal(signal.SIGTERM)  # the launcher's patience ends: keep the spool
+                result = await worker.finish()
+            finally:
+                await eve.leave()
+    finally:
+        await proxy.close()
+    assert result.returncode == ExitCode.FAILED, result.stderr
+    assert spool.exists()
+
+    upload = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "recorder", "upload", str(spool), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(upload.communicate(), FINISHED_TIMEOUT_S)
+    assert upload.returncode == 0, err.decode()
+    key = f"kept/{status['recordingId']}.json"
+    manifest = json.loads(s3_env.client.get_object(Bucket=s3_env.bucket, Key=key)["Body"].read())
+    assert "recovered" not in manifest  # the final manifest, from the sidecar
+    sidebar = {"type": "SIDEBAR", "priority": "SPEAKER", "gridSize": 2}
+    first, second = manifest["layoutChanges"]
+    assert (first["layout"], first["theme"], first["pin"], first["unpin"]) == (
+        sidebar,
+        "DEFAULT",
+        eve.id,
+        None,
+    )
+    assert (second["layout"], second["theme"], second["pin"], second["unpin"]) == (
+        sidebar,
+        "DARK",
+        None,
+        eve.id,
+    )
+    assert before_changes_s <= first["atS"] <= second["atS"] <= after_changes_s
+    (person,) = manifest["participants"]
+    assert person["pinned"] == [[first["atS"], second["atS"]]]
+    assert manifest["layoutChanges"] == in_sidecar["layoutChanges"]

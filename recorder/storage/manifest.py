@@ -1,8 +1,10 @@
 """The manifest `<recordingId>.json` (CONTRACT.md §5): what was recorded, how, and who was in it.
 
 The recording feeds a `ManifestBuilder` as things happen: participants joining and leaving, tiles
-becoming visible, speaking, pins. Times are seconds on the recording clock (0 = the first frame),
-the same clock the media uses, so a timeline interval points at the right place in the file.
+becoming visible, speaking, pins, and the layout changes asked for through the control endpoint
+(`layoutChanges`: `config` stays the job's, what was asked at the start, and these say what the
+file shows from when). Times are seconds on the recording clock (0 = the first frame), the same
+clock the media uses, so a timeline interval or a change points at the right place in the file.
 `build()` gives the document at any moment (a draft at the start, the final one at the stop);
 `with_stored_media()` adds what only the store knows (the object's URL, size and checksum), and
 the result is written after the media is stored.
@@ -19,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from recorder.job import Job
+from recorder.job import Job, RecordingConfig
 from recorder.lifecycle import RecordingIds, StopReason, iso_utc
 from recorder.presets import AUDIO_SAMPLE_RATE_HZ, Mode
 from recorder.storage.sink import StoredObject
@@ -91,6 +93,46 @@ class OutputInfo:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class LayoutChangeEntry:
+    """One applied `POST /layout`: when, and what it changed.
+
+    `layout` and `theme` are the config's as applied after the change, in the shape of
+    `config.layout` / `config.theme` (both, when the request changed either; None when it only
+    pinned or unpinned); `pin` / `unpin` name the participant.
+    """
+
+    at_s: float
+    layout: Mapping[str, Any] | None = None
+    theme: str | None = None
+    pin: str | None = None
+    unpin: str | None = None
+
+    @classmethod
+    def applied(
+        cls,
+        at_s: float,
+        config: RecordingConfig | None,
+        *,
+        pin: str | None = None,
+        unpin: str | None = None,
+    ) -> LayoutChangeEntry:
+        """The entry for a change whose new config is `config` (None: layout and theme kept)."""
+        if config is None:
+            return cls(at_s=at_s, pin=pin, unpin=unpin)
+        dumped = config.model_dump(mode="json", by_alias=True)
+        return cls(at_s=at_s, layout=dumped["layout"], theme=dumped["theme"], pin=pin, unpin=unpin)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "atS": _round(self.at_s),
+            "layout": dict(self.layout) if self.layout is not None else None,
+            "theme": self.theme,
+            "pin": self.pin,
+            "unpin": self.unpin,
+        }
+
+
 class _Participant:
     def __init__(self, participant_id: str, name: str) -> None:
         self.id = participant_id
@@ -107,7 +149,8 @@ class _Participant:
 
 
 class ManifestBuilder:
-    """Collects the participant timeline of one recording; thread-safe (loop and media thread)."""
+    """Collects the participant timeline and the layout changes of one recording; thread-safe
+    (loop and media thread)."""
 
     def __init__(self, job: Job, ids: RecordingIds, *, output: OutputInfo | None = None) -> None:
         self._job = job
@@ -115,6 +158,7 @@ class ManifestBuilder:
         self._output = output or OutputInfo.for_job(job)
         self._lock = threading.Lock()
         self._participants: dict[str, _Participant] = {}
+        self._layout_changes: list[LayoutChangeEntry] = []
         self._started_at: datetime | None = None
 
     def set_ids(self, ids: RecordingIds) -> None:
@@ -156,6 +200,11 @@ class ManifestBuilder:
                 )
             _turn(participant, kind, active, at_s)
 
+    def layout_changed(self, entry: LayoutChangeEntry) -> None:
+        """A layout change was applied (`POST /layout`); kept in the order they came."""
+        with self._lock:
+            self._layout_changes.append(entry)
+
     def build(
         self,
         *,
@@ -184,6 +233,7 @@ class ManifestBuilder:
                 "durationS": _round(duration_s) if duration_s is not None else None,
                 "stopReason": str(stop_reason) if stop_reason else None,
                 "config": job.config.model_dump(mode="json", by_alias=True),
+                "layoutChanges": [change.to_dict() for change in self._layout_changes],
                 "awsDirPath": job.aws_dir_path,
                 "limits": job.limits.model_dump(mode="json", by_alias=True),
                 "room": {"connector": job.room.connector, "roomId": job.room.room_id},
@@ -240,9 +290,10 @@ def recovered_manifest(
 ) -> dict[str, Any]:
     """A manifest for a spool whose worker died before writing the final one.
 
-    From the draft of the sidecar when there is one (ids, config, output, timeline so far),
-    otherwise the ids and keys alone; `stoppedAt` is the spool's last write, and `"recovered":
-    true` tells readers that the timeline may end early.
+    From the draft of the sidecar when there is one (ids, config, output, the timeline and the
+    layout changes as they were when the draft was written), otherwise the ids and keys alone;
+    `stoppedAt` is the spool's last write, and `"recovered": true` tells readers that the
+    timeline and the layout changes may end early.
     """
     document: dict[str, Any] = (
         dict(draft)
@@ -252,6 +303,7 @@ def recovered_manifest(
             "recordingId": recording_id,
             "startedAt": None,
             "output": {"key": media_key, "manifestKey": manifest_key},
+            "layoutChanges": [],
             "participants": [],
         }
     )
