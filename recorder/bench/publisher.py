@@ -197,14 +197,22 @@ class PublisherProcess:
                     continue
                 event = message.get("event")
                 if event == "status":
-                    if self.on_status is not None:
-                        self.on_status(str(message.get("status")), float(message["at_s"]))
+                    self._status(message)
                 elif event == "report":
                     self._report_line = message
                 else:
                     self._events.put_nowait(message)
         finally:
             self._events.put_nowait({"event": "exited"})
+
+    def _status(self, message: dict[str, Any]) -> None:
+        """Hand a status on; a listener that fails is logged, and the reading goes on."""
+        if self.on_status is None:
+            return
+        try:
+            self.on_status(str(message.get("status")), float(message["at_s"]))
+        except Exception:
+            log.exception("publisher %s: the status listener failed on %s", self.name, message)
 
     async def _expect(self, event: str, timeout_s: float) -> dict[str, Any]:
         try:
