@@ -226,3 +226,44 @@ def test_recovered_manifests_complete_a_draft_and_keep_a_final_one() -> None:
     assert bare["recordingId"] == "r" and bare["output"]["key"] == "p/r.mp4"
     assert bare["recovered"] is True and bare["startedAt"] is None
     assert bare["layoutChanges"] == [] and bare["participants"] == []
+
+
+def test_a_recovered_manifest_closes_the_drafts_open_intervals_at_the_kill() -> None:
+    """The draft leaves open what was still on when it was written (`null` ends); recovery
+    closes them at `durationS` (the spool's last write), as the stop closes them at the end."""
+    manifest = builder()
+    manifest.recording_started(T0)
+    manifest.participant_joined("p1", "Ann", 0.0)
+    manifest.mark("p1", TimelineKind.SPEAKING, True, 2.0)
+    manifest.mark("p1", TimelineKind.SPEAKING, False, 4.0)
+    manifest.mark("p1", TimelineKind.SPEAKING, True, 30.0)
+    manifest.participant_joined("p2", "Bob", 10.0)
+    manifest.participant_left("p2", 20.0)
+    # Stamped a playout delay ahead, past the spool's last write: closed where it began.
+    manifest.mark("p1", TimelineKind.PINNED, True, 42.1)
+    draft = manifest.build()
+    snapshot = json.loads(json.dumps(draft))
+
+    recovered = recovered_manifest(
+        draft,
+        recording_id="rec-1",
+        media_key="team/rec-1.mp4",
+        manifest_key="team/rec-1.json",
+        stopped_at=T0 + timedelta(seconds=42),
+    )
+    ann, bob = recovered["participants"]
+    assert recovered["durationS"] == 42.0
+    assert ann["present"] == [[0.0, 42.0]]
+    assert ann["speaking"] == [[2.0, 4.0], [30.0, 42.0]]
+    assert ann["pinned"] == [[42.1, 42.1]]
+    assert bob["present"] == [[10.0, 20.0]]  # closed in the draft: kept
+    assert draft == snapshot  # the draft itself is not changed
+    # What no draft says anything about is left alone: no start time, no duration to close at.
+    unknown = recovered_manifest(
+        {**snapshot, "startedAt": None},
+        recording_id="rec-1",
+        media_key="team/rec-1.mp4",
+        manifest_key="team/rec-1.json",
+        stopped_at=T0,
+    )
+    assert unknown["participants"][0]["present"] == [[0.0, None]]
