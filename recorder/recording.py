@@ -483,7 +483,9 @@ class Recording:
             self.progress,
             hurry=self.lifecycle.hurry,
         )
-        await delivery.start(self.manifest.build())
+        # The manifest's builder as the draft's source: the sidecar's draft is kept current while
+        # recording (at most every SIDECAR_REFRESH_S), so a SIGKILL costs the timeline no more.
+        await delivery.start(refresh=self.manifest)
         self.delivery = delivery
 
     # --- while recording ---------------------------------------------------------------------
@@ -649,6 +651,9 @@ class Recording:
                 await asyncio.to_thread(self._stop_media)
         if not self.progress.finished:
             self.progress.finish()
+        if self.delivery is not None:  # finish() or abandon() stopped it, unless the run crashed
+            stopping = self.delivery.stop_refreshing()
+            await _bounded(stopping, TASK_CANCEL_TIMEOUT_S, "sidecar refresh")
         await self._tasks.cancel_all()
         await self.announcer.close()
         closing: list[Coroutine[Any, Any, Any]] = []
@@ -677,6 +682,10 @@ class Recording:
         if self.notifier is not None:
             report = self.notifier.report
             webhooks = f"{len(report.delivered)} delivered, {len(report.undelivered)} undelivered"
+        sidecar = ""
+        refreshed = self.delivery.refresh_stats if self.delivery is not None else None
+        if refreshed is not None:
+            sidecar = f"; sidecar refreshed {refreshed.written} times, {refreshed.failed} failed"
         kept = ""
         if self.lifecycle.error is not None:
             kept = f"; error {self.lifecycle.error.code}"
@@ -689,7 +698,7 @@ class Recording:
             f"{stats.skipped} skipped late, {metrics.encoder_drops} dropped by the encoder queue; "
             f"{metrics.bytes_written} bytes; stop to final status "
             f"{'-' if stored_s is None else f'{stored_s:.2f} s'}; webhooks {webhooks}; "
-            f"room told {len(self.announcer.announced)} statuses{kept}"
+            f"room told {len(self.announcer.announced)} statuses{sidecar}{kept}"
         )
 
     def _change_time_s(self) -> float:

@@ -8,7 +8,12 @@ prefix with a manifest (`"recovered": true` when the worker died before writing 
 The moments are drawn from a seeded generator (`KILL_SEED`), one per phase: STARTING (the media
 runs, the room is being joined), STARTED early and late, STOPPING (after the SIGTERM, while the
 file is closed and stored). Sinks alternate between the local directory and S3 (moto). Each run
-is a few seconds; the whole module stays under ~40 s on two shared cores.
+is a few seconds; the whole module stays under ~50 s on two shared cores.
+
+The manifest of a killed worker comes from the sidecar's draft, which the worker keeps current
+(`SIDECAR_REFRESH_S`): participants who join, leave and mute well after the recorder joined are
+in the recovered manifest, their intervals where they happened, the ones still open closed at
+the kill.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_helpers import join_publishing, tone_participant
 from servers import S3Env
 from worker_helpers import (
     FINISHED_TIMEOUT_S,
+    STARTED_TIMEOUT_S,
     FlakyS3Proxy,
     WorkerProcess,
     is_upload_part,
@@ -35,12 +43,15 @@ from worker_helpers import (
     worker_env,
 )
 
+from recorder.client import RoomParticipant
 from recorder.embedded_room.server import RoomServer
 from recorder.errors import ExitCode
 from recorder.inspect import probe
 from recorder.media.fmp4 import durable_length
 from recorder.presets import KEYFRAME_INTERVAL_S
-from recorder.storage.sidecar import sidecar_path
+from recorder.storage.sidecar import read_sidecar, sidecar_path
+from recorder.storage.sidecar_refresh import SIDECAR_REFRESH_S
+from recorder.testing.sources import VideoFormat
 
 KILL_SEED = 20261124
 STARTED_LOG = "RECORDING_STARTED"
@@ -49,6 +60,16 @@ AWS_DIR = "crash"
 # How much of the time alive the stored file may miss: the torn fragment (one keyframe interval)
 # plus the encoder's first-frame latency and the scheduling of two shared cores.
 LOSS_SLACK_S = 1.0
+# A change reaches the sidecar within SIDECAR_REFRESH_S plus this: the room's message to the
+# recorder, the write on a worker thread, all on two shared, loaded cores.
+REFRESH_SLACK_S = 1.5
+# Mute -> `speaking` closed: the mixer's SPEAKING_OFF_MIN_S (0.6 s) and the playout delay.
+MUTE_TO_QUIET_S = 1.5
+# How far the manifest's times (recording clock, from startedAt) may sit from the test's own wall
+# clock readings around an action: the signalling round trip and the scheduling of loaded cores.
+EVENT_TIME_SLACK_S = 1.0
+SMALL_CAMERA = VideoFormat(160, 96, 15)
+MS = 0.001  # the manifest's rounding  # the participants' cost is not what this test is about
 
 
 @dataclass(frozen=True)
@@ -197,3 +218,132 @@ def test_the_kill_moments_are_seeded_and_cover_every_phase() -> None:
     assert {m.phase for m in MOMENTS} == {"STARTING", "STARTED", "STOPPING"}
     assert {m.sink for m in MOMENTS} == {"local", "s3"}
     assert kill_moments(1) != MOMENTS
+
+
+def _draft(spool: Path) -> dict[str, Any]:
+    sidecar = read_sidecar(spool)
+    assert sidecar is not None and sidecar.manifest is not None
+    return dict(sidecar.manifest)
+
+
+def _people(draft: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in draft["participants"]}
+
+
+async def _until_draft(
+    spool: Path, predicate: Any, timeout_s: float, what: str, *, since: float | None = None
+) -> float:
+    """Poll the sidecar until its draft's participants satisfy `predicate`, at most `timeout_s`
+    after `since` (time.monotonic(); default now); the seconds from `since` until it did."""
+    began = time.monotonic() if since is None else since
+    while not predicate(_people(_draft(spool))):
+        if time.monotonic() > began + timeout_s:
+            raise AssertionError(f"{what}: not in the sidecar within {timeout_s} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - began
+
+
+def _at_s(draft: dict[str, Any], wall_s: float) -> float:
+    """A wall-clock reading (time.time()) on the recording clock of the manifest."""
+    started = datetime.fromisoformat(str(draft["startedAt"]).replace("Z", "+00:00"))
+    return wall_s - started.timestamp()
+
+
+async def test_a_killed_workers_manifest_has_who_came_left_and_muted_after_the_join(
+    tmp_path: Path,
+) -> None:
+    env = worker_env(tmp_path)
+    recording_id = "killed-late-joiners"
+    participants: list[RoomParticipant] = []
+    try:
+        async with RoomServer() as server:
+            job = room_job(
+                server,
+                recordingId=recording_id,
+                awsDirPath=AWS_DIR,
+                config={"quality": "low"},
+                limits={"emptyRoomTimeoutSec": 0},
+            )
+            worker = await WorkerProcess.launch(job, env)
+            await worker.wait_for_log(STARTED_LOG)
+            (spool,) = sorted((tmp_path / "spool").glob("*.mp4"))
+            assert _draft(spool)["participants"] == []  # the draft the join wrote: nobody
+
+            # Well after the recorder's join: Ann comes and stays, Bob comes and goes.
+            joined_wall = time.time()
+            ann = await join_publishing(server.url, tone_participant(0, "Ann", SMALL_CAMERA))
+            participants.append(ann)
+            bob = await join_publishing(server.url, tone_participant(1, "Bob", SMALL_CAMERA))
+            participants.append(bob)
+            await _until_draft(
+                spool,
+                lambda people: all(people.get(name, {}).get("speaking") for name in ("Ann", "Bob")),
+                STARTED_TIMEOUT_S,
+                "Ann and Bob present and speaking",
+            )
+            left_wall, left_mono = time.time(), time.monotonic()
+            await bob.leave()
+            await ann.mute()
+            # Within the refresh bound of the leave: the draft is not just written at the join.
+            await _until_draft(
+                spool,
+                lambda people: people["Bob"]["present"][-1][1] is not None,
+                SIDECAR_REFRESH_S + REFRESH_SLACK_S,
+                "Bob's leave",
+                since=left_mono,
+            )
+            await _until_draft(
+                spool,
+                lambda people: people["Ann"]["speaking"][-1][1] is not None,
+                SIDECAR_REFRESH_S + MUTE_TO_QUIET_S + REFRESH_SLACK_S,
+                "Ann's mute",
+                since=left_mono,
+            )
+            # The spool grows once more, so its last write (the kill's time, for recovery) is
+            # past what the draft holds.
+            seen_bytes = spool.stat().st_size
+            deadline = time.monotonic() + KEYFRAME_INTERVAL_S + LOSS_SLACK_S
+            while spool.stat().st_size == seen_bytes:
+                assert time.monotonic() < deadline, "the spool stopped growing"
+                await asyncio.sleep(0.02)
+            last_draft = _draft(spool)
+            worker.signal(signal.SIGKILL)
+            killed_wall = time.time()
+            assert (await worker.finish()).returncode == -signal.SIGKILL
+    finally:
+        for participant in participants:
+            await participant.leave()
+
+    code, _, err = await _upload(spool, env)
+    assert code == ExitCode.OK, err
+    manifest = json.loads((tmp_path / "out" / AWS_DIR / f"{recording_id}.json").read_bytes())
+    assert manifest["recovered"] is True
+    duration_s = manifest["durationS"]
+    killed_s = _at_s(manifest, killed_wall)
+    # The spool's last write is the kill, up to a fragment not yet flushed.
+    assert killed_s - KEYFRAME_INTERVAL_S - LOSS_SLACK_S <= duration_s <= killed_s + MS
+    people = _people(manifest)
+    assert set(people) == {"Ann", "Bob"}
+    ann_m, bob_m = people["Ann"], people["Bob"]
+    joined_s, left_s = _at_s(manifest, joined_wall), _at_s(manifest, left_wall)
+
+    # Ann: present from her join to the kill (open in the draft, closed at durationS).
+    ((ann_from, ann_to),) = ann_m["present"]
+    assert joined_s - EVENT_TIME_SLACK_S <= ann_from <= left_s
+    assert ann_to == duration_s
+    # ... spoke from after her join, quiet after the mute.
+    spoke_from, spoke_to = ann_m["speaking"][0][0], ann_m["speaking"][-1][1]
+    assert ann_from <= spoke_from < spoke_to
+    assert left_s - EVENT_TIME_SLACK_S <= spoke_to <= left_s + MUTE_TO_QUIET_S + EVENT_TIME_SLACK_S
+    # Bob: present from his join to his leave, closed then, not at the kill.
+    ((bob_from, bob_to),) = bob_m["present"]
+    assert ann_from <= bob_from <= bob_to
+    assert left_s - EVENT_TIME_SLACK_S <= bob_to <= left_s + EVENT_TIME_SLACK_S
+    assert bob_to < duration_s
+    for person in people.values():  # every interval closed: none left open-ended
+        for kind in ("present", "visible", "speaking", "pinned"):
+            assert all(end is not None for _, end in person[kind]), (person["name"], kind)
+    # Nothing the draft held is lost; what the recovery added is the closing of open intervals.
+    draft_people = _people(last_draft)
+    assert draft_people["Ann"]["present"] == [[ann_from, None]]
+    assert draft_people["Bob"]["present"] == bob_m["present"]

@@ -1,11 +1,13 @@
 """Delivering one recording: the media while it is recorded, then the manifest, then cleanup.
 
 `RecordingDelivery` is what the recording owns: `start()` when the spool is created (it writes
-the sidecar and starts the named task that streams the spool into the sink), `finish(manifest)`
-once the encoder has closed the file (it waits for the media to be stored and verified, stores
-the manifest, and only then removes the spool and its sidecar). Any failure leaves the spool and
-a sidecar holding the final manifest in place and raises `StorageError` naming the spool, which
-`recorder upload <spool>` (`recover_spool`) finishes later, as many times as needed.
+the sidecar and starts the named task that streams the spool into the sink; given the manifest's
+builder, it also keeps the sidecar's draft current, `recorder.storage.sidecar_refresh`),
+`finish(manifest)` once the encoder has closed the file (it stops the refresh, waits for the
+media to be stored and verified, stores the manifest, and only then removes the spool and its
+sidecar). Any failure leaves the spool and a sidecar holding the final manifest in place and
+raises `StorageError` naming the spool, which `recorder upload <spool>` (`recover_spool`)
+finishes later, as many times as needed.
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ from recorder.media.fmp4 import durable_length
 from recorder.storage.keys import MANIFEST_CONTENT_TYPE, DeliveryTarget
 from recorder.storage.manifest import recovered_manifest, with_stored_media
 from recorder.storage.sidecar import Sidecar, read_sidecar, sidecar_path, write_sidecar
+from recorder.storage.sidecar_refresh import (
+    SIDECAR_REFRESH_S,
+    DraftSource,
+    RefreshStats,
+    SidecarRefresher,
+)
 from recorder.storage.sink import Sink, StoredObject
 from recorder.storage.spool import SpoolProgress, spool_size
 
 log = logging.getLogger(__name__)
 
-CANCEL_WAIT_S = 5.0  # how long `abandon()` waits for the media task to end after cancelling it
+CANCEL_WAIT_S = 5.0  # how long `abandon()` waits for the media task (and the draft's last refresh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +74,28 @@ class RecordingDelivery:
         # the recording is still full) must not stop the upload that frees the disk.
         self.sidecar_optional = sidecar_optional
         self._media_task: asyncio.Task[StoredObject] | None = None
+        self._refresher: SidecarRefresher | None = None
 
-    async def start(self, draft_manifest: Mapping[str, Any] | None = None) -> None:
-        """Write the sidecar (so recovery knows where this goes) and start storing the media."""
+    async def start(
+        self,
+        draft_manifest: Mapping[str, Any] | None = None,
+        *,
+        refresh: DraftSource | None = None,
+        refresh_s: float = SIDECAR_REFRESH_S,
+    ) -> None:
+        """Write the sidecar (so recovery knows where this goes) and start storing the media.
+
+        With `refresh` (the recording's `ManifestBuilder`), the draft is taken from it and
+        rewritten whenever it changed, at most every `refresh_s`, until `finish()` or `abandon()`:
+        a killed worker's recovered manifest then ends near the kill, not at the start.
+        """
         if self._media_task is not None:
             raise RuntimeError("the delivery has already started")
+        if refresh is not None and draft_manifest is not None:
+            raise ValueError("pass a draft manifest or a source to refresh it from, not both")
+        revision: int | None = None
+        if refresh is not None:
+            revision, draft_manifest = refresh.draft()  # read together: no change slips between
         await self._write_sidecar(draft_manifest)
         self._media_task = asyncio.create_task(
             self.sink.store_spool(
@@ -82,13 +107,30 @@ class RecordingDelivery:
             ),
             name=f"store-media-{self.target.recording_id}",
         )
+        if refresh is not None:
+            self._refresher = SidecarRefresher(
+                self.spool, self.target, refresh, written_revision=revision, period_s=refresh_s
+            )
+            self._refresher.start()
+
+    @property
+    def refresh_stats(self) -> RefreshStats | None:
+        """What the draft's refresh did (None when the draft is not refreshed)."""
+        return self._refresher.stats if self._refresher is not None else None
+
+    async def stop_refreshing(self, *, last_refresh: bool = False) -> None:
+        """Stop rewriting the draft (idempotent); no draft write is in flight after this."""
+        if self._refresher is not None:
+            await self._refresher.close(last_refresh=last_refresh)
 
     async def finish(self, manifest: Mapping[str, Any]) -> DeliveredRecording:
         """Wait for the media, store the manifest, remove the spool; `StorageError` if not."""
         if self._media_task is None:
             raise RuntimeError("finish() before start()")
         # The final manifest goes into the sidecar first: if anything below fails, or the worker
-        # is killed, recovery writes this manifest and not the draft.
+        # is killed, recovery writes this manifest and not the draft. The refresh stops before,
+        # so that no draft can replace it.
+        await self.stop_refreshing()
         await self._write_sidecar(manifest)
         try:
             media = await self._media_task
@@ -115,7 +157,15 @@ class RecordingDelivery:
             log.warning("%s; storing the spool without updating it", error.message)
 
     async def abandon(self) -> None:
-        """Stop storing (the run is frozen or failed); the spool and sidecar stay."""
+        """Stop storing (the run is frozen or failed); the spool and sidecar stay.
+
+        The draft gets a last refresh (unless the final manifest is in the sidecar already):
+        without a final manifest, it is what `recorder upload` will have.
+        """
+        try:
+            await asyncio.wait_for(self.stop_refreshing(last_refresh=True), CANCEL_WAIT_S)
+        except TimeoutError:  # a write that hangs (the disk): the spool and a sidecar stay anyway
+            log.warning("the sidecar's last refresh did not end within %g s", CANCEL_WAIT_S)
         task = self._media_task
         if task is None or task.done():
             return

@@ -1,8 +1,10 @@
 """The sidecar next to a spool (`<spool>.job.json`): where the recording goes, and its manifest.
 
-Written when the recording starts (with a draft manifest) and again when it stops (with the final
-one), so that if the store is unreachable or the worker dies, `recorder upload <spool>` knows the
-keys and the manifest without the job. It holds no secrets: keys, ids and the manifest only.
+Written when the recording starts (with a draft manifest), rewritten while it records whenever the
+draft changed (at most every `SIDECAR_REFRESH_S`, `recorder.storage.sidecar_refresh`), and again
+when it stops (with the final one), so that if the store is unreachable or the worker dies,
+`recorder upload <spool>` knows the keys and the manifest without the job. It holds no secrets:
+keys, ids and the manifest only.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ class Sidecar:
             "contentType": self.target.content_type,
             "manifest": self.manifest,
         }
-        return json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+        # Compact: the draft is rewritten while recording (`sidecar_refresh`), and Python's json
+        # module has a C encoder only without `indent`: a long, busy room's draft (an hour of 50
+        # people's speaking turns) is 0.35 MB and 12 ms compact, 1.1 MB and 46 ms indented.
+        # Readers are programs (`recorder upload`); `jq` shows it to a person.
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes, *, source: str) -> Sidecar:
