@@ -202,6 +202,7 @@ class LiveRun:
     media_path: str | None = None
     statuses: list[str] = field(default_factory=list)
     worker_status: dict[str, Any] | None = None  # the last `GET /status` before the stop
+    worker_status_at_s: float | None = None  # when it was read (the request's midpoint)
 
     def saw(self, status: Status, at_s: float | None = None) -> None:
         """A status as the calling participant received it, timed on arrival (`at_s`: when a

@@ -22,7 +22,10 @@ worker process:
   it is not attributable and the target is not counted as met. Tones that fell behind are
   reported as load (their frames carry no clap);
 * **dropped frames**: pts gaps in the file plus ticks the worker was too late to compose;
-* **the file's duration against wall time** from RECORDING_STARTED to RECORDING_STOPPING;
+* **the file's duration against wall time** from the recording clock's origin (the first tick,
+  where the file starts; read off the worker's `GET /status` just before the stop) to
+  RECORDING_STOPPING. RECORDING_STARTED comes 0.3 to 0.8 s after that origin (when the first
+  frames are durable), and is reported too;
 * **the publishers**: each one's report (`publishers`), who did not keep real time.
 
 Targets (issue 7): RSS growth < 10 % after warm-up, A/V drift < 1 frame per hour, duration error
@@ -131,7 +134,9 @@ async def _record(
         if run.started_at_s is not None:
             await _until(lambda: run.final_status is not None, changed, seconds)
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                asked_s = time.monotonic()
                 run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
+                run.worker_status_at_s = (asked_s + time.monotonic()) / 2
             if run.final_status is None:
                 await caller.stop_recording()
         await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
@@ -274,6 +279,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         )
 
 
+def recording_clock_origin_s(live: LiveRun) -> float | None:
+    """When the worker's recording clock read 0 (the first tick), on CLOCK_MONOTONIC; None when
+    its status was not read."""
+    status, read_at_s = live.worker_status, live.worker_status_at_s
+    elapsed_s = (status or {}).get("elapsedS")
+    if read_at_s is None or not isinstance(elapsed_s, (int, float)):
+        return None
+    return read_at_s - float(elapsed_s)
+
+
 def summarise(
     live: LiveRun,
     worker: ProcessReport,
@@ -307,7 +322,13 @@ def summarise(
     drift = None
     if start_offset is not None and end_offset is not None and duration_s > 0:
         drift = (end_offset - start_offset) / frame_s * SECONDS_PER_HOUR / duration_s
-    wall_s = live.stopping_at_s - live.started_at_s
+    # The recording's wall-clock span: from its clock's origin (the first tick, which the file
+    # starts at) to the stop. The origin is read off the worker's `GET /status` just before the
+    # stop (`elapsedS` is the recording clock then). RECORDING_STARTED comes later, once the
+    # first frames are durable (0.3 to 0.8 s, more under load), so STARTED..STOPPING measures
+    # that lead, not the clock's rate.
+    origin_s = recording_clock_origin_s(live)
+    wall_s = live.stopping_at_s - (live.started_at_s if origin_s is None else origin_s)
     duration_error = abs(duration_s - wall_s) / wall_s if wall_s > 0 else None
     drops = (live.worker_status or {}).get("drops")
     late_ticks = drops.get("lateTicks") if isinstance(drops, dict) else None
@@ -315,6 +336,10 @@ def summarise(
     rss = rss_figures(worker, live.started_at_s, live.stopping_at_s)
     figures = {
         "recorded_wall_s": round(wall_s, 2),
+        "recorded_from": "clock origin" if origin_s is not None else "RECORDING_STARTED",
+        "started_after_origin_s": None
+        if origin_s is None
+        else round(live.started_at_s - origin_s, 3),
         "file_duration_s": round(duration_s, 3),
         "duration_error": None if duration_error is None else round(duration_error, 5),
         "av_offset_start_s": None if start_offset is None else round(start_offset, 4),
@@ -370,7 +395,9 @@ def format_table(report: dict[str, Any]) -> str:
         drift_note += f" (publishers behind, as load only: {', '.join(behind)})"
     lines = [
         f"soak: {report['room']}; statuses {' > '.join(report['statuses'])}",
-        f"  recorded {figures['recorded_wall_s']} s wall, file {figures['file_duration_s']} s: "
+        f"  recorded {figures['recorded_wall_s']} s wall (from the {figures['recorded_from']}"
+        f"; STARTED came {figures['started_after_origin_s']} s after it), file "
+        f"{figures['file_duration_s']} s: "
         f"error {figures['duration_error']} (target < {targets['duration_error']}) "
         f"{mark(met['duration'])}",
         f"  A/V offset start {figures['av_offset_start_s']} s, end "
