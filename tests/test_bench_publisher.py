@@ -148,7 +148,8 @@ def test_the_drift_is_the_recorders_only_if_the_clapper_kept_real_time() -> None
 def test_the_table_says_when_the_drift_is_not_the_recorders() -> None:
     clapper = _publisher(CLAPPER_NAME, audio=_track(0.9, 2, 0.5), camera=_track(1.0))
     figures = {
-        "recorded_wall_s": 20.0, "file_duration_s": 20.3, "duration_error": 0.015,
+        "recorded_wall_s": 20.0, "recorded_from": "clock origin", "started_after_origin_s": 0.4,
+        "file_duration_s": 20.3, "duration_error": 0.015,
         "av_offset_start_s": 0.02, "av_offset_end_s": 0.1, "claps_read": [8, 8],
         "av_drift_frames_per_hour": 43.0, "warm_up_s": 4.0, "rss_mb_after_warm_up": 280.0,
         "rss_mb_at_end": 281.0, "rss_growth": 0.004, "peak_rss_mb": 290.0,
