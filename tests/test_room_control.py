@@ -326,3 +326,39 @@ async def test_requests_the_room_refuses(server: RoomServer) -> None:
     finally:
         await raw.close()
         await alice.leave()
+
+
+async def test_closing_a_channel_lets_the_closers_cancellation_through(server: RoomServer) -> None:
+    """`close()` waits (bounded) for its reader and dispatcher; a task cancelled while it waits
+    must end cancelled, not carry on as if the close had returned (its owner is stopping it)."""
+    entered, told_to_stop, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def stubborn(_message: object = None) -> None:  # finishes what it does before going
+        entered.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            told_to_stop.set()
+            await release.wait()
+
+    async def ignore(_message: object = None) -> None:
+        pass
+
+    raw = await SignallingChannel.connect(
+        server.url, on_event=stubborn, on_disconnect=ignore, name="raw client"
+    )
+    await raw.request("join", role="participant", roomId=DEFAULT_ROOM_ID, name="Raw")
+    alice = await join(server.url, "Alice")  # an event for Raw: its handler holds on
+    try:
+        await asyncio.wait_for(entered.wait(), EVENT_TIMEOUT_S)
+        closer = asyncio.create_task(raw.close())
+        # close() cancelled its dispatcher (running this handler) and now waits for it.
+        await asyncio.wait_for(told_to_stop.wait(), EVENT_TIMEOUT_S)
+        assert not closer.done()
+        closer.cancel()
+        done, _ = await asyncio.wait({closer}, timeout=EVENT_TIMEOUT_S)
+        assert closer in done and closer.cancelled()
+    finally:
+        release.set()
+        await alice.leave()
+        await raw.close()

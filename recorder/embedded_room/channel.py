@@ -127,9 +127,12 @@ class SignallingChannel:
         if self._dispatcher not in tasks:
             with contextlib.suppress(asyncio.QueueFull):
                 self._events.put_nowait(_DISCONNECTED)  # ends the dispatcher after this handler
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), CLOSE_TIMEOUT_S)
-        await self._session.close()
+        try:
+            if tasks:  # `asyncio.wait` times out quietly and, unlike a suppressed `wait_for`,
+                # lets a cancellation of the task closing us through: its owner must see it.
+                await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+        finally:
+            await self._session.close()
 
     async def _read(self) -> None:
         try:
