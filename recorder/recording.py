@@ -115,6 +115,9 @@ class RecordingOptions:
     clock: Clock | None = None  # default: the monotonic clock (live)
     connector_factory: ConnectorFactory = _default_connector
     on_control_url: Callable[[str], None] | None = None  # told the endpoint's URL once it listens
+    # The worker process (`recorder run`): once the recording has ended, ignore further stop
+    # signals for the rest of the exit (see `_remove_signal_handlers`). Off in-process (tests).
+    ignore_stop_signals_when_done: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -739,12 +742,22 @@ class Recording:
                 loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _remove_signal_handlers(self) -> None:
+        """Give the stop signals back; in the worker process, ignore them from now on.
+
+        The recording has its final status and its exit code: a launcher's SIGTERM during the
+        rest of the exit (closing the loop, joining threads, the interpreter's own teardown:
+        tens of ms) has nothing left to stop, and with the default action it would end the
+        process as "killed by SIGTERM" (-15, 143 in a shell) instead of the recording's code,
+        which is what the platform reads. A stuck exit is still ended by the launcher's SIGKILL.
+        """
         loop = self._loop
         if loop is None:
             return
         for signum in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signum)
+                if self.options.ignore_stop_signals_when_done:
+                    signal.signal(signum, signal.SIG_IGN)
 
     def _on_signal(self, signum: int) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -10,6 +10,7 @@ and where the recording ends up, not the pictures (tests/test_worker_delivery.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -41,6 +42,9 @@ from recorder.lifecycle import Status
 from recorder.storage.sidecar import sidecar_path
 
 STARTED_LOG = "RECORDING_STARTED"
+STOPPED_LOG = "RECORDING_STOPPED"
+FINISH_AFTER_STOPPED_S = 30.0  # the teardown's own bounds are well under this
+LATE_SIGNAL_INTERVAL_S = 0.002
 # An empty room would end the recording after its default minute; most tests stop it themselves.
 NO_EMPTY_ROOM_STOP = {"emptyRoomTimeoutSec": 0}
 LOW = {"quality": "low"}
@@ -314,3 +318,32 @@ def _stored_json(s3: S3Env, key: str) -> dict[str, Any]:
 
 def _iso_s(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def test_sigterms_after_the_recording_ended_do_not_change_the_exit_code(
+    tmp_path: Path,
+) -> None:
+    """A launcher may signal a worker that has already sent RECORDING_STOPPED (a room server
+    shutting down, a pod being deleted): the process must still exit with the recording's code,
+    not as killed by SIGTERM. Signals are sent every 2 ms from STOPPED until the exit, so some
+    land in the exit's last stretch, after the loop's handlers are gone."""
+    env = worker_env(tmp_path)
+    async with RoomServer() as server:
+        eve = await join(server.url, "Eve")
+        try:
+            worker = await WorkerProcess.launch(room_job(server, config=LOW), env)
+            await worker.wait_for_log(STARTED_LOG)
+            worker.signal()
+            await worker.wait_for_log(STOPPED_LOG)
+            deadline = time.monotonic() + FINISH_AFTER_STOPPED_S
+            sent = 0
+            while worker.process.returncode is None and time.monotonic() < deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.signal()
+                    sent += 1
+                await asyncio.sleep(LATE_SIGNAL_INTERVAL_S)
+            result = await worker.finish()
+        finally:
+            await eve.leave()
+    assert sent > 0
+    assert result.returncode == ExitCode.OK, (result.returncode, result.stderr[-2000:])

@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"control: {url}", flush=True)
 
     options = RecordingOptions(
-        spool_dir=spool_dir(args), control=control, on_control_url=announce_control_url
+        spool_dir=spool_dir(args),
+        control=control,
+        on_control_url=announce_control_url,
+        ignore_stop_signals_when_done=True,
     )
     return int(asyncio.run(Recording(job, options).run()))
