@@ -8,7 +8,8 @@ A launcher that prefers HTTP to signals, a dashboard, or Prometheus talks to one
 | `GET /status` | state, elapsed seconds, participants, frames, drops, bytes, upload lag (JSON) |
 | `POST /stop` | stop, as SIGTERM does (202); a second one hurries, as a second SIGTERM does |
 | `POST /layout` | `{"layout": {"type": ...}, "theme": ..., "pin": id, "unpin": id}`: 200, or 400 |
-|  | with `problems` (one line per bad field, validated like the job) and `fields` |
+|  | with `problems` (one line per bad field, validated like the job) and `fields`, or 409 |
+|  | once the recording is stopping (a change then would be in no frame) |
 | `GET /metrics` | Prometheus text format: state, elapsed, frames, drops, bytes, bitrate, lag |
 
 It listens on 127.0.0.1 unless told otherwise (`--control-host`); anywhere else it requires a
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from recorder.control_settings import ControlSettings
-from recorder.layout_change import LayoutChangeError
+from recorder.layout_change import LayoutChangeError, LayoutChangeTooLateError
 from recorder.lifecycle import Status
 
 if TYPE_CHECKING:
@@ -186,6 +187,8 @@ class ControlServer:
             applied = self._recording.change_layout(body)
         except LayoutChangeError as error:
             return _bad_request(error)
+        except LayoutChangeTooLateError as error:
+            return web.json_response({"error": error.message, "code": error.code}, status=409)
         return web.json_response(applied)
 
     async def _metrics(self, _request: web.Request) -> web.Response:

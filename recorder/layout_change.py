@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from recorder.errors import InvalidJobError
+from recorder.errors import InvalidJobError, RecorderError
 from recorder.job import Job, RecordingConfig, show_value, validate_job
 
 LAYOUT_FIELDS = ("layout", "theme")  # merged into the job's config and validated with it
@@ -30,6 +30,13 @@ class LayoutChangeError(InvalidJobError):
     @property
     def fields(self) -> list[str]:
         return [problem.split(":", 1)[0] for problem in self.problems]
+
+
+class LayoutChangeTooLateError(RecorderError):
+    """The recording is stopping or over: a change now would be in no frame of the file, yet
+    in the manifest's `layoutChanges`. Refused (HTTP 409), whatever the body says."""
+
+    code = "RECORDING_STOPPING"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,11 @@ from recorder.errors import (
     StorageError,
 )
 from recorder.job import Job, RecordingConfig, RoomConfig
-from recorder.layout_change import LayoutChangeError, parse_layout_change
+from recorder.layout_change import (
+    LayoutChangeError,
+    LayoutChangeTooLateError,
+    parse_layout_change,
+)
 from recorder.lifecycle import (
     FINALIZE_TIMEOUT_S,
     Lifecycle,
@@ -323,8 +327,14 @@ class Recording:
 
         An applied change goes into the manifest's `layoutChanges` at its time on the recording
         clock (a pin's: the time the roster gave its `pinned` interval), so that the manifest
-        tells what the file shows from when.
+        tells what the file shows from when. Once the recording is stopping a change would be in
+        no frame, so it is refused (`LayoutChangeTooLateError`, HTTP 409).
         """
+        state = self.lifecycle.state
+        if state is Status.STOPPING or (state is not None and state.is_final):
+            raise LayoutChangeTooLateError(
+                f"the recording is {state}: a layout change now would not be in the file"
+            )
         change = parse_layout_change(body, self.job, self._config)
         present = {participant.id for participant in self.roster.present()}
         problems = [

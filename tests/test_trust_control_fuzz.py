@@ -28,6 +28,7 @@ from recorder.control import ControlServer
 from recorder.control_settings import ControlSettings
 from recorder.job import validate_job
 from recorder.layout_change import CHANGE_FIELDS
+from recorder.lifecycle import StopReason
 from recorder.recording import Recording, RecordingOptions
 
 REQUEST_TIMEOUT_S = 5.0
@@ -180,3 +181,26 @@ def test_any_route_answers_without_a_server_error(
     assert server_errors.records == []
     if path == "/stop" and method == "POST":
         assert status == 202  # a stop ignores its body
+
+
+def test_a_layout_change_is_refused_once_the_recording_is_stopping(tmp_path: Path) -> None:
+    """From RECORDING_STOPPING on, a change would be in no frame of the file, yet in the
+    manifest: 409, saying why, and nothing is applied or recorded."""
+    served = Endpoint(tmp_path)
+    served.start()
+    try:
+        recording = served.recording
+        recording.lifecycle.begin()
+        body = json.dumps({"theme": "LIGHT"}).encode()
+        assert served.request("POST", "/layout", body)[0] == 200  # while recording
+        assert recording.request_stop(StopReason.CONTROL)
+        status, payload = served.request("POST", "/layout", json.dumps({"theme": "DARK"}).encode())
+        answer = json.loads(payload)
+        assert status == 409 and answer["code"] == "RECORDING_STOPPING", answer
+        assert "RECORDING_STOPPING" in answer["error"]
+        assert json.loads(served.request("GET", "/status")[1])["theme"] == "LIGHT"
+        assert [change["theme"] for change in recording.manifest.build()["layoutChanges"]] == [
+            "LIGHT"
+        ]
+    finally:
+        served.close()
