@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,14 +219,12 @@ class LiveRun:
 
 async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
     # Imported here: the measuring parent (this module as a process) must start fast and small.
-    import aiohttp  # noqa: PLC0415
 
     from recorder.demo import (  # noqa: PLC0415
         DemoOptions,
         free_loopback_port,
         join_demo_room,
         storage_locations,
-        worker_status,
         worker_with_control,
     )
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
@@ -253,17 +251,9 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
             recording_id = await caller.start_recording(
                 config={"layout": {"type": LIVE_LAYOUT}, "quality": LIVE_QUALITY}
             )
-            await _until(lambda: run.started_at_s is not None or run.final_status is not None,
-                         changed, STARTED_TIMEOUT_S)  # fmt: skip
-            if run.started_at_s is not None:
-                recorded_s = frames / LIVE_CAMERA_FPS
-                await _until(lambda: run.final_status is not None, changed, recorded_s)
-                # The worker's own counters, just before the stop (the endpoint closes with it).
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
-                if run.final_status is None:
-                    await caller.stop_recording()
-            await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
+            await record_for(
+                run, changed, frames / LIVE_CAMERA_FPS, control_port, caller.stop_recording
+            )
             media, _ = storage_locations(
                 recording_id, options, {OUTPUT_DIR_ENV_VAR: str(output_dir)}
             )
@@ -271,6 +261,35 @@ async def _record(frames: int, output_dir: Path, report_path: Path) -> LiveRun:
             return run
         finally:
             await asyncio.gather(*(p.leave() for p in room.values()), return_exceptions=True)
+
+
+async def record_for(
+    run: LiveRun,
+    changed: asyncio.Event,
+    recorded_s: float,
+    control_port: int,
+    stop: Callable[[], Awaitable[object]],
+) -> None:
+    """The live benches' recording, once startRecording was asked: wait for STARTED (bounded),
+    let it record `recorded_s`, read the worker's `GET /status` just before the stop (its own
+    counters, and its recording clock: the endpoint closes with the worker) and when it was
+    read, `stop()`, then wait for the final status (bounded). `changed` is set at each status."""
+    # Imported here: the measuring parent (this module as a process) must start fast and small.
+    import aiohttp  # noqa: PLC0415
+
+    from recorder.demo import worker_status  # noqa: PLC0415
+
+    await _until(lambda: run.started_at_s is not None or run.final_status is not None,
+                 changed, STARTED_TIMEOUT_S)  # fmt: skip
+    if run.started_at_s is not None:
+        await _until(lambda: run.final_status is not None, changed, recorded_s)
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            asked_s = time.monotonic()
+            run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
+            run.worker_status_at_s = (asked_s + time.monotonic()) / 2
+        if run.final_status is None:
+            await stop()
+    await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
 
 
 async def _until(done: Any, changed: asyncio.Event, timeout_s: float) -> bool:

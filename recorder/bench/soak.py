@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import tempfile
@@ -53,15 +52,12 @@ from recorder.bench.live import (
     LIVE_LAYOUT,
     LIVE_PARTICIPANTS,
     LIVE_QUALITY,
-    STARTED_TIMEOUT_S,
-    STATUS_TIMEOUT_S,
-    STOPPED_TIMEOUT_S,
     LiveRun,
     ProcessReport,
-    _until,
     frames_missed_in_file,
     local_output,
     measuring_command,
+    record_for,
 )
 from recorder.bench.publisher import PublisherProcess, publishing
 
@@ -94,14 +90,11 @@ async def _record(
     The first publisher starts and stops the recording and relays the statuses it hears, timed
     on CLOCK_MONOTONIC where it heard them.
     """
-    import aiohttp  # noqa: PLC0415
-
     from recorder.bench.publisher import CLAPPER_SOURCE, TONE_SOURCE_PREFIX  # noqa: PLC0415
     from recorder.demo import (  # noqa: PLC0415
         DemoOptions,
         free_loopback_port,
         storage_locations,
-        worker_status,
         worker_with_control,
     )
     from recorder.embedded_room.server import RoomServer  # noqa: PLC0415
@@ -129,17 +122,7 @@ async def _record(
         recording_id = await caller.start_recording(
             {"layout": {"type": LIVE_LAYOUT}, "quality": LIVE_QUALITY}
         )
-        await _until(lambda: run.started_at_s is not None or run.final_status is not None,
-                     changed, STARTED_TIMEOUT_S)  # fmt: skip
-        if run.started_at_s is not None:
-            await _until(lambda: run.final_status is not None, changed, seconds)
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                asked_s = time.monotonic()
-                run.worker_status = await worker_status(control_port, STATUS_TIMEOUT_S)
-                run.worker_status_at_s = (asked_s + time.monotonic()) / 2
-            if run.final_status is None:
-                await caller.stop_recording()
-        await _until(lambda: run.final_status is not None, changed, STOPPED_TIMEOUT_S)
+        await record_for(run, changed, seconds, control_port, caller.stop_recording)
         media, _ = storage_locations(
             recording_id, DemoOptions(), {OUTPUT_DIR_ENV_VAR: str(output_dir)}
         )
