@@ -24,6 +24,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -93,6 +94,18 @@ def kill_moments(seed: int = KILL_SEED) -> list[KillMoment]:
 MOMENTS = kill_moments()
 
 
+async def _launch(server: RoomServer, recording_id: str, env: Mapping[str, str]) -> WorkerProcess:
+    """A low-quality recording of the room into AWS_DIR that outlives an empty room."""
+    job = room_job(
+        server,
+        recordingId=recording_id,
+        awsDirPath=AWS_DIR,
+        config={"quality": "low"},
+        limits={"emptyRoomTimeoutSec": 0},
+    )
+    return await WorkerProcess.launch(job, env)
+
+
 async def _kill_at(worker: WorkerProcess, moment: KillMoment) -> float | None:
     """SIGKILL the worker at `moment`; the seconds it had been STARTED (None before that)."""
     if moment.phase == "STARTING":
@@ -152,14 +165,7 @@ async def test_a_worker_killed_at_any_moment_is_recovered_by_recorder_upload(
         worker_view["AWS_ENDPOINT_URL_S3"] = await proxy.start()
     try:
         async with RoomServer() as server:
-            job = room_job(
-                server,
-                recordingId=recording_id,
-                awsDirPath=AWS_DIR,
-                config={"quality": "low"},
-                limits={"emptyRoomTimeoutSec": 0},
-            )
-            worker = await WorkerProcess.launch(job, worker_view)
+            worker = await _launch(server, recording_id, worker_view)
             started_s = await _kill_at(worker, moment)
     finally:
         await proxy.close()
@@ -257,14 +263,7 @@ async def test_a_killed_workers_manifest_has_who_came_left_and_muted_after_the_j
     participants: list[RoomParticipant] = []
     try:
         async with RoomServer() as server:
-            job = room_job(
-                server,
-                recordingId=recording_id,
-                awsDirPath=AWS_DIR,
-                config={"quality": "low"},
-                limits={"emptyRoomTimeoutSec": 0},
-            )
-            worker = await WorkerProcess.launch(job, env)
+            worker = await _launch(server, recording_id, env)
             await worker.wait_for_log(STARTED_LOG)
             (spool,) = sorted((tmp_path / "spool").glob("*.mp4"))
             assert _draft(spool)["participants"] == []  # the draft the join wrote: nobody
